@@ -1,0 +1,27 @@
+# Every external dependency is found here, once. All come from Debian packages
+# (scripts/setup.sh); LibTorch may come from anywhere through CMAKE_PREFIX_PATH.
+find_package(Threads REQUIRED)
+find_package(HDF5 REQUIRED COMPONENTS C)
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(liblzf REQUIRED)
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
+find_package(CURL REQUIRED)
+find_package(ZLIB REQUIRED)
+find_package(OpenCV REQUIRED COMPONENTS core imgcodecs imgproc)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIBZIP REQUIRED IMPORTED_TARGET libzip)
+pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+
+if(FSTORE_WITH_TORCH)
+  find_package(Torch REQUIRED)
+endif()
+
+if(FSTORE_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+  if(NOT EXISTS "${FSTORE_PYTHON}")
+    message(FATAL_ERROR "FSTORE_PYTHON=${FSTORE_PYTHON} not found: run scripts/setup.sh")
+  endif()
+endif()

@@ -1,0 +1,60 @@
+// fstore's one exception hierarchy.
+//
+// Every failure the library can foresee is thrown as a subclass of fstore::Error. Each
+// class maps to one documented process exit code, so `main` catches `fstore::Error`
+// once, prints `what()` as a single line and returns `exit_code()`. Messages name the
+// problem and, where there is one, the fix: "store 'x.h5' is locked by a running
+// writer (pid 123): wait for it or remove the stale lock with --force-unlock".
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace fstore {
+
+// Process exit codes, documented in README.md ("Exit codes"). Stable: scripts rely on them.
+enum class ExitCode : int {
+    ok = 0,
+    findings = 1,       // `verify` found problems (not an error of the tool)
+    usage = 2,          // bad arguments: unknown option/template/split, index out of range
+    not_found = 3,      // a named file or directory does not exist / is not readable
+    bad_format = 4,     // not HDF5, not an fstore, corrupt/truncated npz, bad JSON/CSV
+    locked = 5,         // the store is being written by another process
+    model = 6,          // model archive missing, invalid, or unusable on this device
+    data = 7,           // dataset content problem (shape/dtype mismatch, unreadable image)
+    mismatch = 8,       // resuming with a different model/dataset/prompts than the store's
+    network = 9,        // download failed or checksum mismatch
+    internal = 70,      // a bug or an unexpected library failure (EX_SOFTWARE)
+    interrupted = 130,  // SIGINT/SIGTERM: stopped cleanly after the current batch
+};
+
+class Error : public std::runtime_error {
+public:
+    explicit Error(const std::string& message, ExitCode code = ExitCode::internal)
+        : std::runtime_error(message), code_(code) {}
+    ExitCode exit_code() const noexcept { return code_; }
+
+private:
+    ExitCode code_;
+};
+
+#define FSTORE_DEFINE_ERROR(Name, Code)                                                    \
+    class Name : public Error {                                                            \
+    public:                                                                                \
+        explicit Name(const std::string& message) : Error(message, ExitCode::Code) {}      \
+    }
+
+FSTORE_DEFINE_ERROR(UsageError, usage);
+FSTORE_DEFINE_ERROR(NotFoundError, not_found);
+FSTORE_DEFINE_ERROR(FormatError, bad_format);
+FSTORE_DEFINE_ERROR(LockedError, locked);
+FSTORE_DEFINE_ERROR(ModelError, model);
+FSTORE_DEFINE_ERROR(DataError, data);
+FSTORE_DEFINE_ERROR(MismatchError, mismatch);
+FSTORE_DEFINE_ERROR(NetworkError, network);
+FSTORE_DEFINE_ERROR(InterruptedError, interrupted);
+FSTORE_DEFINE_ERROR(InternalError, internal);
+
+#undef FSTORE_DEFINE_ERROR
+
+}  // namespace fstore

@@ -1,0 +1,300 @@
+// Image folder + labels CSV: the CSV is parsed up front (it is small), images are
+// decoded lazily with OpenCV, one batch at a time.
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "fstore/datasets.hpp"
+#include "fstore/error.hpp"
+
+namespace fstore {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CsvRecord {
+    std::vector<std::string> fields;
+    int line = 0;  // 1-based line where the record starts
+};
+
+// RFC 4180: fields separated by commas, optionally quoted with "; "" inside quotes is a
+// quote; quoted fields may hold commas and newlines; CRLF or LF line ends.
+std::vector<CsvRecord> parse_csv(const std::string& text, const std::string& path) {
+    std::vector<CsvRecord> records;
+    std::size_t i = 0;
+    int line = 1;
+    if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) i = 3;  // UTF-8 BOM from spreadsheet tools
+    while (i < text.size()) {
+        CsvRecord rec;
+        rec.line = line;
+        std::string field;
+        bool end_of_record = false;
+        while (!end_of_record) {
+            field.clear();
+            if (i < text.size() && text[i] == '"') {
+                ++i;
+                const int start_line = line;
+                while (true) {
+                    if (i >= text.size()) {
+                        throw FormatError("'" + path + "' line " + std::to_string(start_line) +
+                                          ": unterminated quoted field: close the quote");
+                    }
+                    const char c = text[i++];
+                    if (c == '"') {
+                        if (i < text.size() && text[i] == '"') {
+                            field += '"';
+                            ++i;
+                        } else {
+                            break;
+                        }
+                    } else {
+                        if (c == '\n') ++line;
+                        field += c;
+                    }
+                }
+                if (i < text.size() && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
+                    throw FormatError("'" + path + "' line " + std::to_string(line) +
+                                      ": text after a closing quote: quote the whole field");
+                }
+            } else {
+                while (i < text.size() && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
+                    field += text[i++];
+                }
+            }
+            rec.fields.push_back(field);
+            if (i >= text.size()) {
+                end_of_record = true;
+            } else if (text[i] == ',') {
+                ++i;
+            } else {
+                if (text[i] == '\r') ++i;
+                if (i < text.size() && text[i] == '\n') ++i;
+                ++line;
+                end_of_record = true;
+            }
+        }
+        const bool blank = rec.fields.size() == 1 && rec.fields[0].empty();
+        if (!blank) records.push_back(std::move(rec));
+    }
+    return records;
+}
+
+std::string trim(const std::string& s) {
+    std::size_t b = 0, e = s.size();
+    while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+    while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+    return s.substr(b, e - b);
+}
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+struct Row {
+    std::string path;  // resolved
+    std::string shown;  // as written in the CSV, for messages
+    std::int64_t label = -1;
+};
+
+class FolderSource final : public ImageSource {
+public:
+    explicit FolderSource(const ImageFolderOptions& o) : options_(o) {
+        std::error_code ec;
+        if (!fs::is_directory(o.images_dir, ec)) {
+            throw NotFoundError("image directory '" + o.images_dir + "' not found: pass an existing directory with --images");
+        }
+        std::ifstream in(o.labels_csv, std::ios::binary);
+        if (!fs::is_regular_file(o.labels_csv, ec) || !in) {
+            throw NotFoundError("labels file '" + o.labels_csv + "' not found: pass an existing CSV with --labels");
+        }
+        std::ostringstream ss;
+        ss << in.rdbuf();
+        const auto records = parse_csv(ss.str(), o.labels_csv);
+        if (records.empty()) {
+            throw FormatError("'" + o.labels_csv + "' is empty: it needs a header row 'path,label[,split]'");
+        }
+        int col_path = -1, col_label = -1, col_split = -1;
+        const auto& header = records[0].fields;
+        for (std::size_t c = 0; c < header.size(); ++c) {
+            const std::string h = lower(trim(header[c]));
+            if (h == "path") col_path = static_cast<int>(c);
+            if (h == "label") col_label = static_cast<int>(c);
+            if (h == "split") col_split = static_cast<int>(c);
+        }
+        if (col_path < 0 || col_label < 0) {
+            throw FormatError("'" + o.labels_csv + "' header has no '" + (col_path < 0 ? "path" : "label") +
+                              "' column: the first row must name the columns path,label[,split]");
+        }
+        std::map<std::string, std::vector<Row>> by_split;
+        std::vector<std::string> order;  // first appearance
+        for (std::size_t r = 1; r < records.size(); ++r) {
+            const auto& rec = records[r];
+            const auto field = [&](int c) {
+                return c >= 0 && static_cast<std::size_t>(c) < rec.fields.size() ? rec.fields[c] : std::string();
+            };
+            const auto where = "'" + o.labels_csv + "' line " + std::to_string(rec.line);
+            if (rec.fields.size() != header.size()) {
+                throw FormatError(where + ": " + std::to_string(rec.fields.size()) + " fields but the header has " +
+                                  std::to_string(header.size()) + ": quote fields that contain commas");
+            }
+            Row row;
+            row.shown = field(col_path);
+            if (trim(row.shown).empty()) throw FormatError(where + ": empty path: give every row an image path");
+            const fs::path p(row.shown);
+            row.path = (p.is_absolute() ? p : fs::path(o.images_dir) / p).string();
+            const std::string label = trim(field(col_label));
+            if (!label.empty()) {
+                const char* b = label.data();
+                const char* e = b + label.size();
+                auto [ptr, err] = std::from_chars(b + (label[0] == '+' ? 1 : 0), e, row.label);
+                if (err != std::errc() || ptr != e) {
+                    throw FormatError(where + ": label '" + label + "' is not an integer: labels are class indices");
+                }
+            }
+            std::string split = trim(field(col_split));
+            if (split.empty()) split = "train";
+            if (!by_split.count(split)) order.push_back(split);
+            by_split[split].push_back(std::move(row));
+        }
+        std::vector<std::string> wanted = o.splits;
+        if (wanted.empty()) {
+            for (const auto& s : default_splits()) {
+                if (by_split.count(s)) wanted.push_back(s);
+            }
+            for (const auto& s : order) {
+                if (std::find(wanted.begin(), wanted.end(), s) == wanted.end()) wanted.push_back(s);
+            }
+        }
+        for (const auto& s : wanted) {
+            auto it = by_split.find(s);
+            std::vector<Row> rows = it == by_split.end() ? std::vector<Row>() : std::move(it->second);
+            info_.push_back({s, static_cast<std::int64_t>(rows.size())});
+            rows_.push_back(std::move(rows));
+        }
+        advance_past_empty();
+    }
+
+    const std::vector<SplitInfo>& splits() const override { return info_; }
+    std::int64_t position() const override { return position_; }
+    std::string current_split() const override {
+        return current_ < info_.size() ? info_[current_].name : std::string();
+    }
+    std::int64_t position_in_split() const override { return in_split_; }
+
+    std::size_t next_batch(std::size_t n, std::vector<Sample>& out) override {
+        out.resize(n);
+        std::size_t got = 0;
+        const std::size_t split = current_;
+        while (got < n && current_ == split && current_ < info_.size()) {
+            if (decode_next(out[got])) ++got;
+        }
+        out.resize(got);
+        return got;
+    }
+
+    std::int64_t skip(std::int64_t n) override {
+        std::int64_t dropped = 0;
+        const std::size_t split = current_;
+        while (dropped < n && current_ == split && current_ < info_.size()) {
+            if (decode_next(scratch_)) ++dropped;
+        }
+        return dropped;
+    }
+
+private:
+    // Decodes the next row into `sample`; false when the row was unreadable and skipped.
+    bool decode_next(Sample& sample) {
+        const Row& row = rows_[current_][static_cast<std::size_t>(row_)];
+        const std::string split = info_[current_].name;
+        ++row_;
+        const bool ok = decode(row, sample);
+        if (ok) {
+            sample.label = row.label;
+            sample.split = split;
+            ++in_split_;
+            ++position_;
+        }
+        if (row_ == static_cast<std::int64_t>(rows_[current_].size())) {
+            ++current_;
+            row_ = 0;
+            in_split_ = 0;
+            advance_past_empty();
+        }
+        return ok;
+    }
+
+    bool decode(const Row& row, Sample& sample) {
+        std::error_code ec;
+        cv::Mat img;
+        std::string reason;
+        if (!fs::is_regular_file(row.path, ec)) {
+            reason = "file not found";
+        } else {
+            try {
+                img = cv::imread(row.path, cv::IMREAD_UNCHANGED);
+            } catch (const cv::Exception& e) {
+                reason = std::string("OpenCV failed: ") + e.what();
+            }
+            if (img.empty() && reason.empty()) reason = "not a readable image (OpenCV cannot decode it)";
+        }
+        if (!reason.empty()) {
+            if (options_.strict) {
+                throw DataError("image '" + row.path + "' (CSV path '" + row.shown + "'): " + reason +
+                                ": fix or remove the row, or run without strict mode to skip it");
+            }
+            if (options_.on_skip) options_.on_skip(row.path, reason);
+            return false;
+        }
+        if (img.depth() != CV_8U) {
+            throw DataError("image '" + row.path + "' has " + std::to_string(8 * img.elemSize1()) +
+                            "-bit samples: only 8-bit images are supported; convert it to 8 bits");
+        }
+        const int ch = img.channels();
+        const int out_ch = ch == 1 || ch == 2 ? 1 : 3;
+        sample.height = img.rows;
+        sample.width = img.cols;
+        sample.channels = out_ch;
+        sample.pixels.resize(static_cast<std::size_t>(img.rows) * img.cols * out_ch);
+        cv::Mat dst(img.rows, img.cols, CV_8UC(out_ch), sample.pixels.data());
+        switch (ch) {
+            case 1: img.copyTo(dst); break;
+            case 2: cv::extractChannel(img, dst, 0); break;
+            case 3: cv::cvtColor(img, dst, cv::COLOR_BGR2RGB); break;
+            case 4: cv::cvtColor(img, dst, cv::COLOR_BGRA2RGB); break;
+            default:
+                throw DataError("image '" + row.path + "' has " + std::to_string(ch) +
+                                " channels: use gray, RGB or RGBA images");
+        }
+        return true;
+    }
+
+    void advance_past_empty() {
+        while (current_ < info_.size() && rows_[current_].empty()) ++current_;
+    }
+
+    ImageFolderOptions options_;
+    std::vector<SplitInfo> info_;
+    std::vector<std::vector<Row>> rows_;
+    std::size_t current_ = 0;
+    std::int64_t row_ = 0;
+    std::int64_t in_split_ = 0;
+    std::int64_t position_ = 0;
+    Sample scratch_;
+};
+
+}  // namespace
+
+std::unique_ptr<ImageSource> open_image_folder(const ImageFolderOptions& options) {
+    return std::make_unique<FolderSource>(options);
+}
+
+}  // namespace fstore

@@ -1,0 +1,548 @@
+// MedMNIST .npz reader: streams `{split}_images.npy` members with libzip, one batch at a
+// time. Labels (a few bytes per sample) are read whole when their split starts.
+#include <zip.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <utility>
+
+#include "fstore/datasets.hpp"
+#include "fstore/error.hpp"
+
+namespace fstore {
+
+std::vector<std::string> default_splits() { return {"train", "val", "test"}; }
+
+std::int64_t ImageSource::size() const {
+    std::int64_t n = 0;
+    for (const auto& s : splits()) n += s.size;
+    return n;
+}
+
+std::string medmnist_file_name(const std::string& name, int size) {
+    if (size == 28) return name + ".npz";
+    return name + "_" + std::to_string(size) + ".npz";
+}
+
+std::string medmnist_root(const std::string& root) {
+    if (!root.empty()) return root;
+    const char* home = std::getenv("HOME");
+    return (std::filesystem::path(home != nullptr && *home != '\0' ? home : ".") / ".medmnist")
+        .string();
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ZipCloser {
+    void operator()(zip_t* z) const noexcept { zip_discard(z); }
+};
+struct ZipFileCloser {
+    void operator()(zip_file_t* f) const noexcept { zip_fclose(f); }
+};
+using ZipPtr = std::unique_ptr<zip_t, ZipCloser>;
+using ZipFilePtr = std::unique_ptr<zip_file_t, ZipFileCloser>;
+
+// What a .npy header says.
+struct NpyHeader {
+    char byte_order = '|';  // '<', '>', '|' or '='
+    char kind = 'u';        // 'u', 'i', 'b', 'f', ...
+    int itemsize = 1;
+    std::string descr;
+    bool fortran_order = false;
+    std::vector<std::int64_t> shape;
+    std::uint64_t header_bytes = 0;  // magic + lengths + dict: where the data starts
+
+    std::uint64_t count() const {
+        std::uint64_t n = 1;
+        for (auto d : shape) n *= static_cast<std::uint64_t>(d);
+        return n;
+    }
+};
+
+// Parses the Python dict literal of a .npy header:
+// {'descr': '<i8', 'fortran_order': False, 'shape': (3, 1), }
+class DictParser {
+public:
+    DictParser(const std::string& text, std::string where) : s_(text), where_(std::move(where)) {}
+
+    NpyHeader parse() {
+        NpyHeader h;
+        bool have_descr = false, have_order = false, have_shape = false;
+        expect('{');
+        while (true) {
+            ws();
+            if (peek() == '}') break;
+            const std::string key = string_lit();
+            expect(':');
+            ws();
+            if (key == "descr") {
+                if (peek() != '\'' && peek() != '"') fail("descr is not a simple dtype string (structured arrays are not supported)");
+                h.descr = string_lit();
+                have_descr = true;
+            } else if (key == "fortran_order") {
+                h.fortran_order = boolean();
+                have_order = true;
+            } else if (key == "shape") {
+                h.shape = tuple();
+                have_shape = true;
+            } else {
+                fail("unexpected key '" + key + "'");
+            }
+            ws();
+            if (peek() == ',') {
+                ++i_;
+                continue;
+            }
+            ws();
+            if (peek() == '}') break;
+            fail("expected ',' or '}'");
+        }
+        if (!have_descr || !have_order || !have_shape) fail("missing descr, fortran_order or shape");
+        const std::string& d = h.descr;
+        if (d.size() < 3 || std::string("<>|=").find(d[0]) == std::string::npos) {
+            fail("unsupported dtype '" + d + "'");
+        }
+        h.byte_order = d[0];
+        h.kind = d[1];
+        try {
+            std::size_t used = 0;
+            h.itemsize = std::stoi(d.substr(2), &used);
+            if (used != d.size() - 2) throw std::invalid_argument(d);
+        } catch (const std::exception&) {
+            fail("unsupported dtype '" + d + "'");
+        }
+        return h;
+    }
+
+private:
+    [[noreturn]] void fail(const std::string& what) const {
+        throw FormatError(where_ + ": bad .npy header (" + what +
+                          "): the file is not a numpy .npz as MedMNIST writes it; re-download it");
+    }
+    char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+    void ws() {
+        while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\t')) ++i_;
+    }
+    void expect(char c) {
+        ws();
+        if (peek() != c) fail(std::string("expected '") + c + "'");
+        ++i_;
+    }
+    std::string string_lit() {
+        ws();
+        const char q = peek();
+        if (q != '\'' && q != '"') fail("expected a string");
+        const auto end = s_.find(q, i_ + 1);
+        if (end == std::string::npos) fail("unterminated string");
+        std::string out = s_.substr(i_ + 1, end - i_ - 1);
+        i_ = end + 1;
+        return out;
+    }
+    bool boolean() {
+        if (s_.compare(i_, 4, "True") == 0) {
+            i_ += 4;
+            return true;
+        }
+        if (s_.compare(i_, 5, "False") == 0) {
+            i_ += 5;
+            return false;
+        }
+        fail("fortran_order is not True or False");
+    }
+    std::vector<std::int64_t> tuple() {
+        expect('(');
+        std::vector<std::int64_t> out;
+        while (true) {
+            ws();
+            if (peek() == ')') {
+                ++i_;
+                return out;
+            }
+            if (!std::isdigit(static_cast<unsigned char>(peek()))) fail("bad shape");
+            std::int64_t v = 0;
+            while (std::isdigit(static_cast<unsigned char>(peek()))) {
+                v = v * 10 + (s_[i_++] - '0');
+                if (v > (std::int64_t{1} << 48)) fail("shape too large");
+            }
+            if (peek() == 'L') ++i_;  // Python 2 longs
+            out.push_back(v);
+            ws();
+            if (peek() == ',') ++i_;
+        }
+    }
+
+    const std::string& s_;
+    std::string where_;
+    std::size_t i_ = 0;
+};
+
+// One member opened for sequential reading, with errors mapped to FormatError.
+class Member {
+public:
+    Member(zip_t* zip, zip_uint64_t index, std::string where)
+        : where_(std::move(where)), file_(zip_fopen_index(zip, index, 0)) {
+        if (!file_) {
+            throw FormatError(where_ + ": cannot open member (" + zip_error_strerror(zip_get_error(zip)) +
+                              "): the .npz is corrupt; re-download it");
+        }
+        // Only stored, unencrypted members can seek (a failed zip_fseek also poisons the
+        // file handle, so never try on the others).
+        zip_stat_t st;
+        zip_stat_init(&st);
+        if (zip_stat_index(zip, index, 0, &st) == 0 && (st.valid & ZIP_STAT_COMP_METHOD) != 0 &&
+            (st.valid & ZIP_STAT_ENCRYPTION_METHOD) != 0) {
+            seekable_ = st.comp_method == ZIP_CM_STORE && st.encryption_method == ZIP_EM_NONE;
+        }
+    }
+
+    void read_exact(void* buf, std::uint64_t n) {
+        auto* p = static_cast<std::uint8_t*>(buf);
+        while (n > 0) {
+            const zip_int64_t got = zip_fread(file_.get(), p, n);
+            if (got < 0) corrupt(zip_file_strerror(file_.get()));
+            if (got == 0) corrupt("member data ends early");
+            p += got;
+            n -= static_cast<std::uint64_t>(got);
+            offset_ += static_cast<std::uint64_t>(got);
+        }
+    }
+
+    // Skips n bytes: seeks when the member is stored, otherwise decompresses and discards.
+    void skip(std::uint64_t n, std::vector<std::uint8_t>& scratch) {
+        if (n == 0) return;
+        if (seekable_ && zip_fseek(file_.get(), static_cast<zip_int64_t>(n), SEEK_CUR) == 0) {
+            offset_ += n;
+            seeked_ = true;
+            return;
+        }
+        constexpr std::uint64_t chunk = 1 << 20;
+        if (scratch.size() < chunk) scratch.resize(chunk);
+        while (n > 0) {
+            const auto step = std::min(n, chunk);
+            read_exact(scratch.data(), step);
+            n -= step;
+        }
+    }
+
+    // At the end of the data: one more read lets libzip compare the CRC (only meaningful
+    // when every byte went through zip_fread).
+    void finish() {
+        if (seeked_) return;
+        std::uint8_t extra = 0;
+        const zip_int64_t got = zip_fread(file_.get(), &extra, 1);
+        if (got < 0) corrupt(zip_file_strerror(file_.get()));
+        if (got > 0) corrupt("member holds more data than its .npy header describes");
+    }
+
+    NpyHeader read_header() {
+        std::uint8_t pre[10];
+        read_exact(pre, 10);
+        static const std::uint8_t magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+        if (std::memcmp(pre, magic, 6) != 0) bad("no .npy magic (\\x93NUMPY)");
+        const int major = pre[6];
+        if (major < 1 || major > 3) bad(".npy version " + std::to_string(major) + " (expected 1, 2 or 3)");
+        std::uint64_t len = 0;
+        std::uint64_t pre_len = 10;
+        if (major == 1) {
+            len = pre[8] | (static_cast<std::uint32_t>(pre[9]) << 8);
+        } else {
+            std::uint8_t more[2];
+            read_exact(more, 2);
+            pre_len = 12;
+            len = pre[8] | (static_cast<std::uint32_t>(pre[9]) << 8) |
+                  (static_cast<std::uint32_t>(more[0]) << 16) | (static_cast<std::uint32_t>(more[1]) << 24);
+        }
+        if (len > (1u << 20)) bad("header length " + std::to_string(len) + " is implausible");
+        std::string dict(len, '\0');
+        read_exact(dict.data(), len);
+        NpyHeader h = DictParser(dict, where_).parse();
+        h.header_bytes = pre_len + len;
+        return h;
+    }
+
+    [[noreturn]] void corrupt(const std::string& what) const {
+        throw FormatError(where_ + ": truncated or corrupt data (" + what + "): re-download the file");
+    }
+    [[noreturn]] void bad(const std::string& what) const {
+        throw FormatError(where_ + ": bad .npy header (" + what +
+                          "): the file is not a numpy .npz as MedMNIST writes it; re-download it");
+    }
+
+private:
+    std::string where_;
+    ZipFilePtr file_;
+    std::uint64_t offset_ = 0;
+    bool seeked_ = false;
+    bool seekable_ = false;
+};
+
+struct SplitMembers {
+    std::string name;
+    zip_uint64_t images_index = 0, labels_index = 0;
+    NpyHeader images, labels;
+    std::int64_t count = 0;
+    int height = 0, width = 0, channels = 0;
+};
+
+std::int64_t decode_label(const std::uint8_t* p, const NpyHeader& h) {
+    std::uint8_t b[8] = {};
+    std::memcpy(b, p, h.itemsize);
+    if (h.byte_order == '>') std::reverse(b, b + h.itemsize);
+    const bool is_signed = h.kind == 'i';
+    switch (h.itemsize) {
+        case 1: return is_signed ? static_cast<std::int8_t>(b[0]) : b[0];
+        case 2: {
+            std::uint16_t v;
+            std::memcpy(&v, b, 2);
+            return is_signed ? static_cast<std::int16_t>(v) : v;
+        }
+        case 4: {
+            std::uint32_t v;
+            std::memcpy(&v, b, 4);
+            return is_signed ? static_cast<std::int32_t>(v) : static_cast<std::int64_t>(v);
+        }
+        default: {
+            std::uint64_t v;
+            std::memcpy(&v, b, 8);
+            return static_cast<std::int64_t>(v);  // uint64 labels above 2^63 do not occur
+        }
+    }
+}
+
+class NpzSource final : public ImageSource {
+public:
+    NpzSource(const std::string& path, std::vector<std::string> splits) : path_(path) {
+        if (splits.empty()) splits = default_splits();
+        std::error_code ec;
+        if (!fs::exists(path, ec)) {
+            throw NotFoundError("MedMNIST file '" + path +
+                                "' not found: pass --download to fetch it, or --data-root to read it from another directory");
+        }
+        int err = 0;
+        zip_.reset(zip_open(path.c_str(), ZIP_RDONLY, &err));
+        if (!zip_) {
+            zip_error_t ze;
+            zip_error_init_with_code(&ze, err);
+            const std::string msg = zip_error_strerror(&ze);
+            zip_error_fini(&ze);
+            if (err == ZIP_ER_OPEN || err == ZIP_ER_READ) {
+                throw NotFoundError("cannot read '" + path + "' (" + msg + "): check the path and its permissions");
+            }
+            throw FormatError("'" + path + "' is not a readable .npz archive (" + msg +
+                              "): it is truncated or corrupt; delete it and re-download");
+        }
+        for (const auto& name : splits) {
+            if (std::any_of(splits_.begin(), splits_.end(), [&](const SplitMembers& s) { return s.name == name; })) {
+                throw UsageError("split '" + name + "' requested twice: name each split once");
+            }
+            splits_.push_back(open_split(name));
+            info_.push_back({name, splits_.back().count});
+        }
+        advance_past_empty();
+    }
+
+    const std::vector<SplitInfo>& splits() const override { return info_; }
+    std::int64_t position() const override { return position_; }
+    std::string current_split() const override {
+        return current_ < splits_.size() ? splits_[current_].name : std::string();
+    }
+    std::int64_t position_in_split() const override { return in_split_; }
+
+    std::size_t next_batch(std::size_t n, std::vector<Sample>& out) override {
+        if (current_ >= splits_.size()) {
+            out.clear();
+            return 0;
+        }
+        ensure_open();
+        const SplitMembers& s = splits_[current_];
+        const auto take = static_cast<std::size_t>(
+            std::min<std::int64_t>(static_cast<std::int64_t>(n), s.count - in_split_));
+        out.resize(take);
+        const std::size_t bytes = static_cast<std::size_t>(s.height) * s.width * s.channels;
+        for (std::size_t i = 0; i < take; ++i) {
+            Sample& sample = out[i];
+            sample.label = labels_[static_cast<std::size_t>(in_split_)];
+            sample.split = s.name;
+            sample.height = s.height;
+            sample.width = s.width;
+            sample.channels = s.channels;
+            sample.pixels.resize(bytes);
+            images_->read_exact(sample.pixels.data(), bytes);
+            ++in_split_;
+            ++position_;
+        }
+        if (in_split_ == s.count) end_split();
+        return take;
+    }
+
+    std::int64_t skip(std::int64_t n) override {
+        if (current_ >= splits_.size() || n <= 0) return 0;
+        ensure_open();
+        const SplitMembers& s = splits_[current_];
+        const std::int64_t take = std::min(n, s.count - in_split_);
+        const std::uint64_t bytes = static_cast<std::uint64_t>(s.height) * s.width * s.channels;
+        images_->skip(bytes * static_cast<std::uint64_t>(take), scratch_);
+        in_split_ += take;
+        position_ += take;
+        if (in_split_ == s.count) end_split();
+        return take;
+    }
+
+private:
+    std::string where(const std::string& member) const { return "'" + path_ + "' member '" + member + "'"; }
+
+    [[noreturn]] void missing(const std::string& member) const {
+        std::string names;
+        const zip_int64_t n = zip_get_num_entries(zip_.get(), 0);
+        for (zip_int64_t i = 0; i < n; ++i) {
+            const char* nm = zip_get_name(zip_.get(), static_cast<zip_uint64_t>(i), 0);
+            if (nm == nullptr) continue;
+            if (!names.empty()) names += ", ";
+            names += nm;
+        }
+        throw DataError("'" + path_ + "' has no member '" + member + "' (it has: " +
+                        (names.empty() ? std::string("nothing") : names) +
+                        "): request only the splits the file has, or use a MedMNIST file");
+    }
+
+    zip_uint64_t locate(const std::string& member) const {
+        const zip_int64_t idx = zip_name_locate(zip_.get(), member.c_str(), 0);
+        if (idx < 0) missing(member);
+        return static_cast<zip_uint64_t>(idx);
+    }
+
+    std::uint64_t member_size(zip_uint64_t index, const std::string& member) const {
+        zip_stat_t st;
+        zip_stat_init(&st);
+        if (zip_stat_index(zip_.get(), index, 0, &st) != 0 || (st.valid & ZIP_STAT_SIZE) == 0) {
+            throw FormatError(where(member) + ": cannot stat member: the .npz is corrupt; re-download it");
+        }
+        return st.size;
+    }
+
+    SplitMembers open_split(const std::string& name) {
+        SplitMembers s;
+        s.name = name;
+        const std::string img_name = name + "_images.npy";
+        const std::string lab_name = name + "_labels.npy";
+        s.images_index = locate(img_name);
+        s.labels_index = locate(lab_name);
+        {
+            Member m(zip_.get(), s.images_index, where(img_name));
+            s.images = m.read_header();
+            const auto& h = s.images;
+            if (h.kind != 'u' || h.itemsize != 1) {
+                m.bad("images have dtype '" + h.descr + "', expected uint8 ('|u1')");
+            }
+            if (h.fortran_order) m.bad("images are in Fortran order, expected C order");
+            const auto nd = h.shape.size();
+            if (nd != 3 && nd != 4) m.bad("images have " + std::to_string(nd) + " dimensions, expected (N, H, W) or (N, H, W, C)");
+            if (nd == 4 && h.shape[3] != 1 && h.shape[3] != 3) {
+                m.bad("images have " + std::to_string(h.shape[3]) + " channels, expected 1 or 3");
+            }
+            if (h.shape[1] <= 0 || h.shape[2] <= 0 || h.shape[1] > 65535 || h.shape[2] > 65535) {
+                m.bad("image size " + std::to_string(h.shape[1]) + "x" + std::to_string(h.shape[2]) + " is not usable");
+            }
+            s.count = h.shape[0];
+            s.height = static_cast<int>(h.shape[1]);
+            s.width = static_cast<int>(h.shape[2]);
+            s.channels = nd == 4 ? static_cast<int>(h.shape[3]) : 1;
+            check_size(s.images_index, img_name, h);
+        }
+        {
+            Member m(zip_.get(), s.labels_index, where(lab_name));
+            s.labels = m.read_header();
+            const auto& h = s.labels;
+            const bool int_kind = h.kind == 'u' || h.kind == 'i' || h.kind == 'b';
+            const bool size_ok = h.itemsize == 1 || h.itemsize == 2 || h.itemsize == 4 || h.itemsize == 8;
+            if (!int_kind || !size_ok) m.bad("labels have dtype '" + h.descr + "', expected an integer type");
+            if (h.fortran_order && h.shape.size() > 1 && h.shape[1] > 1) {
+                m.bad("labels are in Fortran order, expected C order");
+            }
+            if (h.shape.empty() || h.shape.size() > 2 || (h.shape.size() == 2 && h.shape[1] < 1)) {
+                m.bad("labels have shape of " + std::to_string(h.shape.size()) + " dimensions, expected (N,) or (N, K)");
+            }
+            check_size(s.labels_index, lab_name, h);
+            if (h.shape[0] != s.count) {
+                throw DataError("'" + path_ + "' split '" + name + "' has " + std::to_string(s.count) +
+                                " images but " + std::to_string(h.shape[0]) +
+                                " labels: the file is inconsistent; re-download it");
+            }
+        }
+        return s;
+    }
+
+    void check_size(zip_uint64_t index, const std::string& member, const NpyHeader& h) const {
+        const std::uint64_t expected = h.header_bytes + h.count() * static_cast<std::uint64_t>(h.itemsize);
+        const std::uint64_t actual = member_size(index, member);
+        if (actual != expected) {
+            throw FormatError(where(member) + ": member holds " + std::to_string(actual) +
+                              " bytes but its .npy header describes " + std::to_string(expected) +
+                              ": the file is truncated or corrupt; re-download it");
+        }
+    }
+
+    // Opens the current split's members: all labels, then images positioned at sample 0.
+    void ensure_open() {
+        if (images_) return;
+        const SplitMembers& s = splits_[current_];
+        {
+            const std::string lab_name = s.name + "_labels.npy";
+            Member m(zip_.get(), s.labels_index, where(lab_name));
+            m.read_header();
+            const std::size_t row = static_cast<std::size_t>(s.labels.itemsize) *
+                                    (s.labels.shape.size() == 2 ? static_cast<std::size_t>(s.labels.shape[1]) : 1);
+            std::vector<std::uint8_t> raw(row * static_cast<std::size_t>(s.count));
+            m.read_exact(raw.data(), raw.size());
+            m.finish();
+            labels_.resize(static_cast<std::size_t>(s.count));
+            for (std::size_t i = 0; i < labels_.size(); ++i) labels_[i] = decode_label(&raw[i * row], s.labels);
+        }
+        images_ = std::make_unique<Member>(zip_.get(), s.images_index, where(s.name + "_images.npy"));
+        images_->read_header();
+    }
+
+    void end_split() {
+        images_->finish();
+        images_.reset();
+        labels_.clear();
+        ++current_;
+        in_split_ = 0;
+        advance_past_empty();
+    }
+
+    void advance_past_empty() {
+        while (current_ < splits_.size() && splits_[current_].count == 0) ++current_;
+    }
+
+    std::string path_;
+    ZipPtr zip_;
+    std::vector<SplitMembers> splits_;
+    std::vector<SplitInfo> info_;
+    std::size_t current_ = 0;
+    std::int64_t in_split_ = 0;
+    std::int64_t position_ = 0;
+    std::unique_ptr<Member> images_;
+    std::vector<std::int64_t> labels_;
+    std::vector<std::uint8_t> scratch_;
+};
+
+}  // namespace
+
+std::unique_ptr<ImageSource> open_npz(const std::string& path, const std::vector<std::string>& splits) {
+    return std::make_unique<NpzSource>(path, splits);
+}
+
+std::unique_ptr<ImageSource> open_medmnist(const MedmnistOptions& options) {
+    if (options.name.empty()) throw UsageError("empty MedMNIST dataset name: pass e.g. bloodmnist");
+    const fs::path path = fs::path(medmnist_root(options.root)) / medmnist_file_name(options.name, options.size);
+    return open_npz(path.string(), options.splits);
+}
+
+}  // namespace fstore

@@ -12,7 +12,13 @@
 // are the truth; `split_counts` is kept in step with them at every commit.
 //
 // Concurrency: one writer XOR any number of readers (HDF5 file locks). Opening a store that
-// another process writes throws LockedError.
+// another process writes throws LockedError. One FeatureStore object is not thread-safe:
+// call it from one thread at a time (HDF5 serializes calls process-wide anyway).
+//
+// Compatibility: files are exactly what the reference (h5py) writes: chunks (64,D),
+// (4,T_img,D), (4096,), lzf (lzf_filter.hpp) on every dataset, template datasets chunked
+// like h5py's guess_chunk, string attributes as vlen UTF-8, JSON attributes formatted like
+// Python's json.dumps (so `split_counts` reads `{"train": 11959, "val": 1712}`).
 #pragma once
 
 #include <cstdint>
@@ -91,12 +97,21 @@ public:
     enum class Access { read_only, read_write };
 
     // Opens an existing store. read_write: takes the writer lock, rolls back an unfinished
-    // commit, repairs missing datasets/templates (as the reference does) and trims rows that
-    // are not complete in all five datasets. Throws NotFoundError, FormatError (not HDF5 /
-    // not a store), LockedError.
+    // commit, repairs missing datasets/templates (as the reference does: ids = row number,
+    // labels -1, split "unspecified"; a missing token dataset comes back empty) and trims the
+    // trailing rows that are not complete (a row is complete when it lies within all five
+    // datasets, ids[i] == i and split[i] is non-empty: fill values mark torn rows), then
+    // rewrites split_counts if it disagrees with the data.
+    // read_only never modifies the file: rows() counts the complete rows, missing ids/labels/
+    // split read as the repair would fill them, and a journal left by a killed writer throws
+    // LockedError (open read_write once to roll it back).
+    // Throws NotFoundError (missing path, directory), FormatError (not HDF5 / no
+    // /image_features / inconsistent shapes), LockedError (another process holds the file).
     static FeatureStore open(const std::filesystem::path& path, Access access = Access::read_only);
 
-    // Opens `path` for writing, creating it with the reference schema when it does not exist.
+    // Opens `path` for writing, creating it with the reference schema when it does not exist
+    // (built under a temporary name and renamed, so a kill never leaves half a store).
+    // Throws MismatchError when an existing store's D / T_img differ from `layout`.
     static FeatureStore open_or_create(const std::filesystem::path& path, StoreLayout layout = {});
 
     FeatureStore(FeatureStore&&) noexcept;
@@ -114,7 +129,9 @@ public:
 
     // Rows of one column at the given (any order, repeats allowed) row indices; reads only
     // the chunks that hold them. Shape: [rows.size(), ...the column's per-row shape].
-    // Throws UsageError naming the valid range for an out-of-range index.
+    // Throws UsageError naming the valid range for an out-of-range index. Column::split is
+    // not an Array: use read_splits. Runs of contiguous indices are read as one hyperslab;
+    // each column's chunk cache holds two chunks, so scattered rows decompress a chunk once.
     Array read_rows(Column column, const std::vector<std::int64_t>& rows) const;
     std::vector<std::string> read_splits(const std::vector<std::int64_t>& rows) const;
     std::vector<std::string> read_all_splits() const;
@@ -138,6 +155,8 @@ public:
     // ---- root attributes --------------------------------------------------------------
     std::map<std::string, AttributeValue> attributes() const;
     std::optional<AttributeValue> attribute(const std::string& name) const;
+    // Replaces any attribute of that name; committed by the next commit (or destruction).
+    // `split_counts` is refused (UsageError): the store keeps it in step with the rows.
     void set_attribute(const std::string& name, const AttributeValue& value);
     // Attributes that are strings holding JSON (split_counts, label_texts, dataset, ...).
     std::optional<nlohmann::json> json_attribute(const std::string& name) const;

@@ -1,0 +1,1054 @@
+// FeatureStore: the schema of docs/reference-store.md on top of h5.hpp.
+#include "fstore/feature_store.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <numeric>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include "fstore/error.hpp"
+#include "fstore/h5.hpp"
+#include "fstore/lzf_filter.hpp"
+#ifdef FSTORE_HAVE_JOURNAL
+#include "fstore/journal.hpp"
+#endif
+
+namespace fstore {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t column_count = 5;
+constexpr std::array<const char*, column_count> column_names = {
+    "image_features", "image_token_features", "ids", "labels", "split"};
+constexpr const char* templates_group = "templates";
+constexpr const char* missing_split = "unspecified";
+constexpr std::int64_t missing_label = -1;
+
+// The reference's chunk shapes, first dimension: (64, D), (4, T_img, D), (4096,).
+constexpr std::array<hsize_t, column_count> chunk_rows = {64, 4, 4096, 4096, 4096};
+
+// Rows read per step when looking for the last complete row from the end of the file.
+constexpr hsize_t tail_block = 4096;
+
+std::size_t index_of(Column column) { return static_cast<std::size_t>(column); }
+const char* name_of(Column column) { return column_names[index_of(column)]; }
+
+std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
+
+std::string now_local() {
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&now, &tm);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
+    return text;
+}
+
+// json.dumps() formatting (", " and ": " separators, ASCII escapes, insertion order), so
+// JSON attributes read back byte-identical to what the Python reference writes.
+void python_dumps(const nlohmann::ordered_json& value, std::string& out) {
+    if (value.is_object()) {
+        out += '{';
+        bool first = true;
+        for (const auto& [key, item] : value.items()) {
+            if (!first) out += ", ";
+            first = false;
+            out += nlohmann::ordered_json(key).dump(-1, ' ', true);
+            out += ": ";
+            python_dumps(item, out);
+        }
+        out += '}';
+    } else if (value.is_array()) {
+        out += '[';
+        bool first = true;
+        for (const auto& item : value) {
+            if (!first) out += ", ";
+            first = false;
+            python_dumps(item, out);
+        }
+        out += ']';
+    } else {
+        out += value.dump(-1, ' ', true);
+    }
+}
+
+std::string python_dumps(const nlohmann::ordered_json& value) {
+    std::string out;
+    python_dumps(value, out);
+    return out;
+}
+
+// h5py's guess_chunk (h5py/_hl/filters.py), used for the template datasets, which the
+// reference creates with `compression="lzf"` and no explicit chunks.
+std::vector<hsize_t> guess_chunk(const std::vector<hsize_t>& shape, std::size_t type_size) {
+    constexpr double chunk_base = 16 * 1024, chunk_min = 8 * 1024, chunk_max = 1024 * 1024;
+    std::vector<double> chunks;
+    for (hsize_t x : shape) chunks.push_back(x != 0 ? static_cast<double>(x) : 1024.0);
+    auto product = [&] {
+        double p = 1;
+        for (double c : chunks) p *= c;
+        return p;
+    };
+    const double dset_size = product() * static_cast<double>(type_size);
+    double target = chunk_base * std::pow(2.0, std::log10(dset_size / (1024.0 * 1024.0)));
+    target = std::clamp(target, chunk_min, chunk_max);
+    for (std::size_t idx = 0;; ++idx) {
+        const double bytes = product() * static_cast<double>(type_size);
+        if ((bytes < target || std::fabs(bytes - target) / target < 0.5) && bytes < chunk_max)
+            break;
+        if (product() == 1) break;
+        double& c = chunks[idx % chunks.size()];
+        c = std::ceil(c / 2.0);
+    }
+    return {chunks.begin(), chunks.end()};
+}
+
+struct DatasetSpec {
+    std::vector<hsize_t> shape;
+    std::vector<hsize_t> chunks;
+    bool growable = false;  // unlimited first dimension
+};
+
+// Creates a chunked, lzf-compressed dataset the way h5py's create_dataset does: fill time
+// "alloc", no object time stamps.
+h5::Dataset create_dataset(hid_t loc, const std::string& name, hid_t type, const DatasetSpec& spec) {
+    const std::string what = "cannot create dataset '" + name + "'";
+    h5::PropList dcpl(H5Pcreate(H5P_DATASET_CREATE), what.c_str());
+    h5::check_status(H5Pset_chunk(dcpl, static_cast<int>(spec.chunks.size()), spec.chunks.data()),
+                     what.c_str());
+    h5::check_status(H5Pset_fill_time(dcpl, H5D_FILL_TIME_ALLOC), what.c_str());
+    h5::check_status(H5Pset_obj_track_times(dcpl, false), what.c_str());
+    lzf::add_to(dcpl);
+    std::vector<hsize_t> max_shape = spec.shape;
+    if (spec.growable) max_shape[0] = H5S_UNLIMITED;
+    h5::Dataspace space(H5Screate_simple(static_cast<int>(spec.shape.size()), spec.shape.data(),
+                                         max_shape.data()),
+                        what.c_str());
+    return h5::Dataset(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
+                       what.c_str());
+}
+
+h5::Datatype column_type(Column column) {
+    switch (column) {
+    case Column::image_features:
+    case Column::image_token_features:
+        return h5::half_type();
+    case Column::ids:
+    case Column::labels:
+        return h5::Datatype(H5Tcopy(H5T_STD_I64LE), "cannot create the int64 type");
+    case Column::split:
+        break;
+    }
+    return h5::utf8_string_type();
+}
+
+std::vector<hsize_t> row_shape(Column column, const StoreLayout& layout) {
+    const auto d = static_cast<hsize_t>(layout.dim);
+    const auto t = static_cast<hsize_t>(layout.image_tokens);
+    switch (column) {
+    case Column::image_features: return {d};
+    case Column::image_token_features: return {t, d};
+    default: return {};
+    }
+}
+
+std::size_t row_elements(Column column, const StoreLayout& layout) {
+    std::size_t n = 1;
+    for (hsize_t x : row_shape(column, layout)) n *= static_cast<std::size_t>(x);
+    return n;
+}
+
+// Opens a column with a chunk cache that holds at least two of its chunks, so reading rows
+// scattered inside one chunk (a (4, 729, 1152) token chunk is 6.7 MB, far over HDF5's
+// 1 MB default) decompresses it once, not once per row.
+h5::Dataset open_column(hid_t file, const char* name) {
+    std::size_t chunk_bytes = 0;
+    {
+        h5::Dataset probe = h5::open_dataset(file, name);
+        const auto chunks = h5::chunk_dims(probe);
+        if (chunks.empty()) return probe;
+        h5::Datatype type(H5Dget_type(probe), "cannot read a dataset's type");
+        chunk_bytes = H5Tget_size(type);
+        for (hsize_t c : chunks) chunk_bytes *= static_cast<std::size_t>(c);
+    }
+    const std::size_t cache_bytes = std::max<std::size_t>(2 * chunk_bytes + 4096, 1 << 20);
+    h5::PropList dapl(H5Pcreate(H5P_DATASET_ACCESS), "cannot create a dataset access list");
+    h5::check_status(H5Pset_chunk_cache(dapl, 521, cache_bytes, H5D_CHUNK_CACHE_W0_DEFAULT),
+                     "cannot set the chunk cache");
+    return h5::open_dataset(file, name, dapl);
+}
+
+void set_rows(hid_t dataset, hsize_t rows) {
+    auto shape = h5::dims(dataset);
+    shape[0] = rows;
+    h5::check_status(H5Dset_extent(dataset, shape.data()), "cannot resize a dataset");
+}
+
+void write_rows(hid_t dataset, hid_t mem_type, hsize_t start, hsize_t count,
+                const std::vector<hsize_t>& per_row, const void* data) {
+    if (count == 0) return;
+    std::vector<hsize_t> mem_shape{count};
+    mem_shape.insert(mem_shape.end(), per_row.begin(), per_row.end());
+    h5::Dataspace file_space = h5::select_rows(dataset, start, count);
+    h5::Dataspace mem_space = h5::simple_space(mem_shape);
+    h5::check_status(H5Dwrite(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data),
+                     "cannot write rows");
+}
+
+void read_rows_into(hid_t dataset, hid_t mem_type, hsize_t start, hsize_t count,
+                    const std::vector<hsize_t>& per_row, void* data) {
+    if (count == 0) return;
+    std::vector<hsize_t> mem_shape{count};
+    mem_shape.insert(mem_shape.end(), per_row.begin(), per_row.end());
+    h5::Dataspace file_space = h5::select_rows(dataset, start, count);
+    h5::Dataspace mem_space = h5::simple_space(mem_shape);
+    h5::check_status(H5Dread(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data),
+                     "cannot read rows");
+}
+
+std::vector<std::int64_t> read_int64(hid_t dataset, hsize_t start, hsize_t count) {
+    std::vector<std::int64_t> out(count);
+    read_rows_into(dataset, H5T_NATIVE_INT64, start, count, {}, out.data());
+    return out;
+}
+
+// Contiguous runs [start, start + count) covering sorted unique indices.
+struct Run {
+    std::int64_t start;
+    std::int64_t count;
+};
+std::vector<Run> runs_of(const std::vector<std::int64_t>& sorted_unique) {
+    std::vector<Run> runs;
+    for (std::int64_t i : sorted_unique) {
+        if (!runs.empty() && runs.back().start + runs.back().count == i)
+            ++runs.back().count;
+        else
+            runs.push_back({i, 1});
+    }
+    return runs;
+}
+
+std::string hex(const unsigned char* bytes, std::size_t size) {
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(2 * size);
+    for (std::size_t i = 0; i < size; ++i) {
+        out += digits[bytes[i] >> 4];
+        out += digits[bytes[i] & 15];
+    }
+    return out;
+}
+
+}  // namespace
+
+// ---- small types ------------------------------------------------------------------------
+
+std::size_t dtype_size(DType dtype) {
+    switch (dtype) {
+    case DType::f16: return 2;
+    case DType::f32: return 4;
+    case DType::i64: return 8;
+    }
+    return 0;
+}
+
+const char* dtype_name(DType dtype) {
+    switch (dtype) {
+    case DType::f16: return "float16";
+    case DType::f32: return "float32";
+    case DType::i64: return "int64";
+    }
+    return "?";
+}
+
+std::int64_t Array::elements() const {
+    std::int64_t n = 1;
+    for (std::int64_t x : shape) n *= x;
+    return n;
+}
+
+std::string texts_hash(const std::vector<std::string>& texts) {
+    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+        throw InternalError("cannot initialise SHA-256 (OpenSSL)");
+    const unsigned char zero = 0;
+    for (const auto& text : texts) {
+        EVP_DigestUpdate(ctx.get(), text.data(), text.size());
+        EVP_DigestUpdate(ctx.get(), &zero, 1);
+    }
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int size = 0;
+    if (EVP_DigestFinal_ex(ctx.get(), digest, &size) != 1)
+        throw InternalError("cannot compute SHA-256 (OpenSSL)");
+    return hex(digest, size);
+}
+
+// ---- Impl -------------------------------------------------------------------------------
+
+class FeatureStore::Impl {
+public:
+    fs::path path;
+    bool writable = false;
+    StoreLayout layout;
+    std::int64_t rows = 0;
+    h5::File file;
+    // Missing columns stay invalid only in read-only stores; writable opens repair them.
+    std::array<h5::Dataset, column_count> columns;
+    // Rows per split in order of first appearance (json.dumps keeps dict order); writable only.
+    std::vector<std::pair<std::string, std::int64_t>> counts;
+
+    hid_t column(Column c) const { return columns[index_of(c)].get(); }
+    bool has(Column c) const { return columns[index_of(c)].valid(); }
+
+    void require_writable(const char* action) const {
+        if (!writable)
+            throw UsageError("cannot " + std::string(action) + ": store " + quoted(path) +
+                             " is open read-only; open it with Access::read_write");
+    }
+
+    void check_index(std::int64_t row) const {
+        if (row >= 0 && row < rows) return;
+        if (rows == 0)
+            throw UsageError("row index " + std::to_string(row) + " is out of range: store " +
+                             quoted(path) + " has no rows");
+        throw UsageError("row index " + std::to_string(row) + " is out of range: store " +
+                         quoted(path) + " has " + std::to_string(rows) + " rows (valid 0.." +
+                         std::to_string(rows - 1) + ")");
+    }
+
+    std::vector<std::string> splits(hsize_t start, hsize_t count) const {
+        if (!has(Column::split)) return std::vector<std::string>(count, missing_split);
+        return h5::read_strings(column(Column::split), start, count);
+    }
+
+    void commit() {
+        if (!writable) return;
+        h5::check_status(H5Fflush(file, H5F_SCOPE_GLOBAL), "cannot flush the store to disk");
+#ifdef FSTORE_HAVE_JOURNAL
+        journal::commit(file);
+#endif
+    }
+
+    void write_split_counts() {
+        nlohmann::ordered_json json = nlohmann::ordered_json::object();
+        for (const auto& [name, n] : counts) json[name] = n;
+        h5::write_attribute(file, "split_counts", python_dumps(json));
+    }
+
+    void add_counts(const std::vector<std::string>& names, std::int64_t sign) {
+        for (const auto& name : names) {
+            auto it = std::find_if(counts.begin(), counts.end(),
+                                   [&](const auto& entry) { return entry.first == name; });
+            if (it == counts.end()) it = counts.insert(counts.end(), {name, 0});
+            it->second += sign;
+        }
+        counts.erase(std::remove_if(counts.begin(), counts.end(),
+                                    [](const auto& entry) { return entry.second <= 0; }),
+                     counts.end());
+    }
+
+    std::int64_t complete_rows() const;
+    void load_layout();
+    void repair();
+    void create_column(Column c, hsize_t n);
+    void set_all_rows(std::int64_t n);
+    h5::Group templates(bool create);
+};
+
+void FeatureStore::Impl::load_layout() {
+    auto int_attr = [&](const char* name) -> std::optional<std::int64_t> {
+        auto v = h5::read_attribute(file, name);
+        if (v && std::holds_alternative<std::int64_t>(*v)) return std::get<std::int64_t>(*v);
+        return std::nullopt;
+    };
+    const auto features = h5::dims(column(Column::image_features));
+    if (features.size() != 2)
+        throw FormatError("store " + quoted(path) + " is damaged: /image_features has rank " +
+                          std::to_string(features.size()) + ", expected 2 (N, D)");
+    layout.dim = int_attr("D").value_or(static_cast<std::int64_t>(features[1]));
+    if (static_cast<std::int64_t>(features[1]) != layout.dim)
+        throw FormatError("store " + quoted(path) + " is damaged: attribute D=" +
+                          std::to_string(layout.dim) + " but /image_features is " +
+                          std::to_string(features[1]) + " wide");
+    std::optional<std::int64_t> tokens = int_attr("T_img");
+    if (has(Column::image_token_features)) {
+        const auto t = h5::dims(column(Column::image_token_features));
+        if (t.size() != 3 || static_cast<std::int64_t>(t[2]) != layout.dim ||
+            (tokens && static_cast<std::int64_t>(t[1]) != *tokens))
+            throw FormatError("store " + quoted(path) +
+                              " is damaged: /image_token_features does not have shape "
+                              "(N, T_img, D) matching the attributes T_img and D");
+        tokens = static_cast<std::int64_t>(t[1]);
+    }
+    layout.image_tokens = tokens.value_or(-1);
+}
+
+void FeatureStore::Impl::create_column(Column c, hsize_t n) {
+    DatasetSpec spec;
+    spec.shape = {n};
+    spec.chunks = {chunk_rows[index_of(c)]};
+    for (hsize_t x : row_shape(c, layout)) {
+        spec.shape.push_back(x);
+        spec.chunks.push_back(x);
+    }
+    spec.growable = true;
+    h5::Datatype type = column_type(c);
+    create_dataset(file, name_of(c), type, spec);
+    columns[index_of(c)] = open_column(file, name_of(c));
+}
+
+// A row is complete when it lies within all five datasets, its id equals its row number and
+// its split is non-empty: a writer killed between resizing and writing (without the journal,
+// e.g. the Python reference) leaves fill values (id 0, empty split) in its last rows.
+std::int64_t FeatureStore::Impl::complete_rows() const {
+    std::int64_t n = -1;
+    for (std::size_t i = 0; i < column_count; ++i) {
+        if (!columns[i].valid()) continue;
+        const auto extent = static_cast<std::int64_t>(h5::dims(columns[i])[0]);
+        n = n < 0 ? extent : std::min(n, extent);
+    }
+    std::int64_t end = std::max<std::int64_t>(n, 0);
+    while (end > 0) {
+        const std::int64_t start = std::max<std::int64_t>(0, end - static_cast<std::int64_t>(tail_block));
+        const auto count = static_cast<hsize_t>(end - start);
+        std::vector<std::int64_t> ids;
+        if (has(Column::ids)) ids = read_int64(column(Column::ids), start, count);
+        const auto names = splits(start, count);
+        for (std::int64_t i = end - 1; i >= start; --i) {
+            const auto k = static_cast<std::size_t>(i - start);
+            if ((ids.empty() || ids[k] == i) && !names[k].empty()) return i + 1;
+        }
+        end = start;
+    }
+    return 0;
+}
+
+void FeatureStore::Impl::set_all_rows(std::int64_t n) {
+    for (auto& dataset : columns) set_rows(dataset, static_cast<hsize_t>(n));
+    rows = n;
+}
+
+h5::Group FeatureStore::Impl::templates(bool create) {
+    if (h5::exists(file, templates_group)) return h5::open_group(file, templates_group);
+    if (!create) return {};
+    return h5::create_group(file, templates_group);
+}
+
+// What the reference does on open, plus trimming torn rows. Only for writable opens.
+void FeatureStore::Impl::repair() {
+    if (layout.image_tokens <= 0)
+        throw FormatError("store " + quoted(path) +
+                          " cannot be repaired: it has neither /image_token_features nor a T_img "
+                          "attribute; rebuild it with fstore build --no-resume");
+    const auto n = static_cast<hsize_t>(h5::dims(column(Column::image_features))[0]);
+    if (!has(Column::image_token_features)) {
+        spdlog::warn("store {}: /image_token_features is missing; recreating it empty", quoted(path));
+        create_column(Column::image_token_features, 0);
+    }
+    if (!has(Column::ids)) {
+        spdlog::warn("store {}: /ids is missing; recreating it as row numbers", quoted(path));
+        create_column(Column::ids, n);
+        std::vector<std::int64_t> ids(n);
+        std::iota(ids.begin(), ids.end(), std::int64_t{0});
+        write_rows(column(Column::ids), H5T_NATIVE_INT64, 0, n, {}, ids.data());
+    }
+    if (!has(Column::labels)) {
+        spdlog::warn("store {}: /labels is missing; recreating it with -1 (unknown)", quoted(path));
+        create_column(Column::labels, n);
+        std::vector<std::int64_t> labels(n, missing_label);
+        write_rows(column(Column::labels), H5T_NATIVE_INT64, 0, n, {}, labels.data());
+    }
+    if (!has(Column::split)) {
+        spdlog::warn("store {}: /split is missing; recreating it as \"{}\"", quoted(path), missing_split);
+        create_column(Column::split, n);
+        h5::write_strings(column(Column::split), 0, std::vector<std::string>(n, missing_split));
+    }
+    templates(true);
+    if (!h5::has_attribute(file, "D")) h5::write_attribute(file, "D", layout.dim);
+    if (!h5::has_attribute(file, "T_img")) h5::write_attribute(file, "T_img", layout.image_tokens);
+
+    const std::int64_t complete = complete_rows();
+    bool trimmed = false;
+    for (const auto& dataset : columns)
+        trimmed = trimmed || static_cast<std::int64_t>(h5::dims(dataset)[0]) != complete;
+    if (trimmed) {
+        spdlog::warn("store {}: keeping the {} rows complete in all five datasets; trimming the rest",
+                     quoted(path), complete);
+    }
+    if (trimmed) set_all_rows(complete);
+    rows = complete;
+
+    counts.clear();
+    add_counts(splits(0, static_cast<hsize_t>(rows)), +1);
+    nlohmann::ordered_json json = nlohmann::ordered_json::object();
+    for (const auto& [name, count] : counts) json[name] = count;
+    const auto stored = h5::read_attribute(file, "split_counts");
+    if (!stored || !std::holds_alternative<std::string>(*stored) ||
+        std::get<std::string>(*stored) != python_dumps(json))
+        write_split_counts();
+    commit();
+}
+
+// ---- open / create ----------------------------------------------------------------------
+
+namespace {
+
+FeatureStore::Impl& use(const std::unique_ptr<FeatureStore::Impl>& impl) {
+    if (!impl) throw UsageError("this FeatureStore was moved from: use the object it was moved to");
+    h5::init();
+    return *impl;
+}
+
+void check_path(const fs::path& path) {
+    std::error_code ec;
+    const auto status = fs::status(path, ec);
+    if (!fs::exists(status))
+        throw NotFoundError("store " + quoted(path) +
+                            " does not exist: check the path, or run fstore build to create it");
+    if (fs::is_directory(status))
+        throw NotFoundError(quoted(path) +
+                            " is a directory, not a store file: pass the path of the .h5 store");
+}
+
+h5::File open_file(const fs::path& path, bool writable) {
+    check_path(path);
+    h5::PropList fapl;
+#ifdef FSTORE_HAVE_JOURNAL
+    if (writable) {
+        journal::recover(path);  // roll back a commit a killed writer left unfinished
+        fapl = h5::PropList(journal::file_access_plist(false));
+    }
+#endif
+    const hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY,
+                             fapl.valid() ? fapl.get() : H5P_DEFAULT);
+    if (id >= 0) return h5::File(id);
+
+    const bool locked = h5::last_error_is_lock();
+    const std::string reason = h5::last_error();
+    if (locked && !writable)
+        throw LockedError("store " + quoted(path) +
+                          " is being written by another process; wait for it to finish");
+    if (locked)
+        throw LockedError("store " + quoted(path) +
+                          " is open in another process (a writer, or readers); wait for it to "
+                          "finish before writing");
+    if (H5Fis_hdf5(path.c_str()) <= 0) {
+        if (::access(path.c_str(), R_OK) != 0)
+            throw NotFoundError("store " + quoted(path) +
+                                " is not readable: check its permissions");
+        throw FormatError(quoted(path) +
+                          " is not an HDF5 file: pass the path of a store written by fstore build");
+    }
+    if (writable && ::access(path.c_str(), W_OK) != 0)
+        throw NotFoundError("store " + quoted(path) +
+                            " is not writable: check its permissions or open it read-only");
+    throw FormatError("cannot open store " + quoted(path) + ": " +
+                      (reason.empty() ? "HDF5 refused it" : reason) +
+                      "; check that the file is complete");
+}
+
+}  // namespace
+
+FeatureStore::FeatureStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+FeatureStore::FeatureStore(FeatureStore&&) noexcept = default;
+FeatureStore& FeatureStore::operator=(FeatureStore&& other) noexcept {
+    if (this != &other) {
+        if (impl_ && impl_->writable) {
+            try {
+                impl_->commit();
+            } catch (const std::exception& e) {
+                spdlog::error("store {}: final commit failed: {}", quoted(impl_->path), e.what());
+            }
+        }
+        impl_ = std::move(other.impl_);
+    }
+    return *this;
+}
+
+FeatureStore::~FeatureStore() {
+    if (!impl_ || !impl_->writable) return;
+    try {
+        h5::init();
+        impl_->commit();
+    } catch (const std::exception& e) {
+        spdlog::error("store {}: final commit failed: {}", quoted(impl_->path), e.what());
+    }
+}
+
+FeatureStore FeatureStore::open(const fs::path& path, Access access) {
+    h5::init();
+    auto impl = std::make_unique<Impl>();
+    impl->path = path;
+    impl->writable = access == Access::read_write;
+    impl->file = open_file(path, impl->writable);
+#ifdef FSTORE_HAVE_JOURNAL
+    if (!impl->writable && fs::exists(journal::journal_path(path)))
+        throw LockedError("store " + quoted(path) +
+                          " has an unfinished commit left by a killed writer (" +
+                          quoted(journal::journal_path(path)) +
+                          "); open it for writing once (e.g. rerun fstore build) to roll it back");
+#endif
+    if (!h5::exists(impl->file, column_names[0]))
+        throw FormatError(quoted(path) +
+                          " is not an fstore store (no /image_features dataset): pass the path "
+                          "of a store written by fstore build");
+    for (std::size_t i = 0; i < column_count; ++i)
+        if (h5::exists(impl->file, column_names[i]))
+            impl->columns[i] = open_column(impl->file, column_names[i]);
+    impl->load_layout();
+    if (impl->writable) {
+        impl->repair();
+    } else {
+        impl->rows = impl->complete_rows();
+    }
+    return FeatureStore(std::move(impl));
+}
+
+FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layout) {
+    h5::init();
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+        if (layout.dim <= 0 || layout.image_tokens <= 0)
+            throw UsageError("cannot create store " + quoted(path) + " with D=" +
+                             std::to_string(layout.dim) + ", T_img=" +
+                             std::to_string(layout.image_tokens) + ": both must be positive");
+        const fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
+        if (!fs::is_directory(parent, ec))
+            throw NotFoundError("cannot create store " + quoted(path) + ": directory " +
+                                quoted(parent) + " does not exist; create it first");
+        // Build the empty store under a temporary name and rename it into place, so a kill
+        // during creation never leaves a half-made store at `path`.
+        fs::path temp = path;
+        temp += ".creating-" + std::to_string(::getpid());
+        {
+            Impl impl;
+            impl.path = temp;
+            impl.layout = layout;
+            const hid_t id = H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+            if (id < 0)
+                throw NotFoundError("cannot create store " + quoted(path) + ": " + h5::last_error() +
+                                    "; check that its directory is writable");
+            impl.file = h5::File(id);
+            try {
+                for (std::size_t i = 0; i < column_count; ++i)
+                    impl.create_column(static_cast<Column>(i), 0);
+                h5::create_group(impl.file, templates_group);
+                h5::write_attribute(impl.file, "D", layout.dim);
+                h5::write_attribute(impl.file, "T_img", layout.image_tokens);
+                h5::write_attribute(impl.file, "created_at", now_local());
+                h5::write_attribute(impl.file, "version", std::string("1.0"));
+                h5::write_attribute(impl.file, "split_counts", std::string("{}"));
+                h5::check_status(H5Fflush(impl.file, H5F_SCOPE_GLOBAL), "cannot flush the new store");
+            } catch (...) {
+                impl = Impl();
+                fs::remove(temp, ec);
+                throw;
+            }
+        }
+        fs::rename(temp, path, ec);
+        if (ec) {
+            fs::remove(temp, ec);
+            throw NotFoundError("cannot create store " + quoted(path) + ": " + ec.message());
+        }
+    }
+    FeatureStore store = open(path, Access::read_write);
+    const StoreLayout have = store.layout();
+    if (have.dim != layout.dim || have.image_tokens != layout.image_tokens)
+        throw MismatchError("store " + quoted(path) + " has D=" + std::to_string(have.dim) +
+                            ", T_img=" + std::to_string(have.image_tokens) +
+                            ", not the requested D=" + std::to_string(layout.dim) + ", T_img=" +
+                            std::to_string(layout.image_tokens) +
+                            ": write to another store path, or use a matching model");
+    return store;
+}
+
+// ---- accessors --------------------------------------------------------------------------
+
+const fs::path& FeatureStore::path() const { return use(impl_).path; }
+bool FeatureStore::writable() const { return use(impl_).writable; }
+StoreLayout FeatureStore::layout() const { return use(impl_).layout; }
+std::int64_t FeatureStore::rows() const { return use(impl_).rows; }
+
+// ---- rows -------------------------------------------------------------------------------
+
+void FeatureStore::append_batch(const RowBatch& batch) {
+    Impl& s = use(impl_);
+    s.require_writable("append rows");
+    if (batch.rows < 0) throw UsageError("cannot append a negative number of rows");
+    if (batch.rows == 0) return;
+    if (batch.image_features == nullptr || batch.image_token_features == nullptr ||
+        batch.splits == nullptr)
+        throw UsageError("append_batch needs image_features, image_token_features and splits");
+    if (static_cast<std::int64_t>(batch.splits->size()) != batch.rows)
+        throw UsageError("append_batch: " + std::to_string(batch.splits->size()) +
+                         " split names for " + std::to_string(batch.rows) + " rows");
+    for (const auto& name : *batch.splits)
+        if (name.empty())
+            throw UsageError("append_batch: split names must not be empty (use \"" +
+                             std::string(missing_split) + "\" when unknown)");
+
+    const auto start = static_cast<hsize_t>(s.rows);
+    const auto count = static_cast<hsize_t>(batch.rows);
+    const std::int64_t new_rows = s.rows + batch.rows;
+    try {
+        for (auto& dataset : s.columns) set_rows(dataset, start + count);
+        h5::Datatype half = h5::half_type();
+        // Features first, ids and split last: a torn append (without the journal) then shows
+        // fill values where the completeness check looks.
+        write_rows(s.column(Column::image_features), half, start, count,
+                   row_shape(Column::image_features, s.layout), batch.image_features);
+        write_rows(s.column(Column::image_token_features), half, start, count,
+                   row_shape(Column::image_token_features, s.layout), batch.image_token_features);
+        std::vector<std::int64_t> values(count, missing_label);
+        if (batch.labels != nullptr) std::copy(batch.labels, batch.labels + count, values.begin());
+        write_rows(s.column(Column::labels), H5T_NATIVE_INT64, start, count, {}, values.data());
+        std::iota(values.begin(), values.end(), s.rows);
+        write_rows(s.column(Column::ids), H5T_NATIVE_INT64, start, count, {}, values.data());
+        h5::write_strings(s.column(Column::split), start, *batch.splits);
+        s.add_counts(*batch.splits, +1);
+        s.write_split_counts();
+        s.commit();
+    } catch (...) {
+        // Best effort: put the extents back so this object stays consistent; the journal
+        // (or the completeness check on the next open) covers the file.
+        s.counts.clear();
+        try {
+            s.set_all_rows(s.rows);
+            s.add_counts(s.splits(0, start), +1);
+        } catch (...) {
+        }
+        throw;
+    }
+    s.rows = new_rows;
+}
+
+Array FeatureStore::read_rows(Column column, const std::vector<std::int64_t>& rows) const {
+    Impl& s = use(impl_);
+    if (column == Column::split)
+        throw UsageError("read_rows cannot return the split column: use read_splits");
+    for (std::int64_t r : rows) s.check_index(r);
+
+    Array out;
+    out.dtype = column == Column::ids || column == Column::labels ? DType::i64 : DType::f16;
+    out.shape = {static_cast<std::int64_t>(rows.size())};
+    const auto per_row = row_shape(column, s.layout);
+    for (hsize_t x : per_row) out.shape.push_back(static_cast<std::int64_t>(x));
+    const std::size_t row_bytes = row_elements(column, s.layout) * dtype_size(out.dtype);
+    out.bytes.resize(rows.size() * row_bytes);
+    if (rows.empty()) return out;
+
+    if (!s.has(column)) {
+        if (column == Column::ids || column == Column::labels) {
+            auto* values = reinterpret_cast<std::int64_t*>(out.bytes.data());
+            for (std::size_t i = 0; i < rows.size(); ++i)
+                values[i] = column == Column::ids ? rows[i] : missing_label;
+            return out;
+        }
+        throw FormatError("store " + quoted(s.path) + " has no /" + name_of(column) +
+                          " dataset: open it for writing once to repair it");
+    }
+
+    std::vector<std::int64_t> unique = rows;
+    std::sort(unique.begin(), unique.end());
+    unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+    const bool direct = unique == rows;  // sorted, no repeats: read straight into the output
+
+    h5::Datatype half = h5::half_type();
+    const hid_t mem_type = out.dtype == DType::f16 ? half.get() : H5T_NATIVE_INT64;
+    std::vector<std::uint8_t> scratch;
+    std::uint8_t* target = out.bytes.data();
+    if (!direct) {
+        scratch.resize(unique.size() * row_bytes);
+        target = scratch.data();
+    }
+    std::size_t offset = 0;
+    for (const Run& run : runs_of(unique)) {
+        read_rows_into(s.column(column), mem_type, static_cast<hsize_t>(run.start),
+                       static_cast<hsize_t>(run.count), per_row, target + offset * row_bytes);
+        offset += static_cast<std::size_t>(run.count);
+    }
+    if (!direct) {
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            const auto at = static_cast<std::size_t>(
+                std::lower_bound(unique.begin(), unique.end(), rows[i]) - unique.begin());
+            std::memcpy(out.bytes.data() + i * row_bytes, scratch.data() + at * row_bytes, row_bytes);
+        }
+    }
+    return out;
+}
+
+std::vector<std::string> FeatureStore::read_splits(const std::vector<std::int64_t>& rows) const {
+    Impl& s = use(impl_);
+    for (std::int64_t r : rows) s.check_index(r);
+    std::vector<std::int64_t> unique = rows;
+    std::sort(unique.begin(), unique.end());
+    unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+    std::vector<std::string> values;
+    values.reserve(unique.size());
+    for (const Run& run : runs_of(unique)) {
+        auto part = s.splits(static_cast<hsize_t>(run.start), static_cast<hsize_t>(run.count));
+        std::move(part.begin(), part.end(), std::back_inserter(values));
+    }
+    std::vector<std::string> out;
+    out.reserve(rows.size());
+    for (std::int64_t r : rows)
+        out.push_back(values[static_cast<std::size_t>(
+            std::lower_bound(unique.begin(), unique.end(), r) - unique.begin())]);
+    return out;
+}
+
+std::vector<std::string> FeatureStore::read_all_splits() const {
+    Impl& s = use(impl_);
+    return s.splits(0, static_cast<hsize_t>(s.rows));
+}
+
+void FeatureStore::truncate_rows(std::int64_t rows) {
+    Impl& s = use(impl_);
+    s.require_writable("truncate rows");
+    if (rows < 0 || rows > s.rows)
+        throw UsageError("cannot keep " + std::to_string(rows) + " rows: store " + quoted(s.path) +
+                         " has " + std::to_string(s.rows) + " (valid 0.." + std::to_string(s.rows) + ")");
+    if (rows == s.rows) return;
+    s.add_counts(s.splits(static_cast<hsize_t>(rows), static_cast<hsize_t>(s.rows - rows)), -1);
+    s.set_all_rows(rows);
+    s.write_split_counts();
+    s.commit();
+}
+
+std::map<std::string, std::int64_t> FeatureStore::split_counts_from_data() const {
+    std::map<std::string, std::int64_t> counts;
+    for (const auto& name : read_all_splits()) ++counts[name];
+    return counts;
+}
+
+std::map<std::string, std::int64_t> FeatureStore::split_counts() const {
+    std::map<std::string, std::int64_t> counts;
+    const auto json = json_attribute("split_counts");
+    if (!json) return counts;
+    if (!json->is_object())
+        throw FormatError("store " + quoted(use(impl_).path) +
+                          ": attribute split_counts is not a JSON object");
+    for (const auto& [name, value] : json->items()) {
+        if (!value.is_number_integer())
+            throw FormatError("store " + quoted(use(impl_).path) + ": split_counts[\"" + name +
+                              "\"] is not an integer");
+        counts[name] = value.get<std::int64_t>();
+    }
+    return counts;
+}
+
+// ---- templates --------------------------------------------------------------------------
+
+std::vector<std::string> FeatureStore::template_ids() const {
+    Impl& s = use(impl_);
+    if (!h5::exists(s.file, templates_group)) return {};
+    h5::Group group = h5::open_group(s.file, templates_group);
+    auto ids = h5::link_names(group);
+    std::sort(ids.begin(), ids.end());
+    return ids;
+}
+
+bool FeatureStore::has_template(const std::string& id) const {
+    Impl& s = use(impl_);
+    if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..") return false;
+    return h5::exists(s.file, templates_group) &&
+           h5::exists(h5::open_group(s.file, templates_group), id);
+}
+
+namespace {
+void require_template(const FeatureStore& store, const std::string& id) {
+    if (!store.has_template(id))
+        throw UsageError("unknown template '" + id + "' in store " + quoted(store.path()) +
+                         ": list the stored ones with fstore-access templates");
+}
+}  // namespace
+
+TemplateInfo FeatureStore::template_info(const std::string& id) const {
+    Impl& s = use(impl_);
+    require_template(*this, id);
+    h5::Group group = h5::open_group(s.file, std::string(templates_group) + "/" + id);
+    TemplateInfo info;
+    info.id = id;
+    info.has_token_features = h5::exists(group, "text_token_features");
+    auto int_attr = [&](const char* name, std::int64_t fallback) {
+        auto v = h5::read_attribute(group, name);
+        return v && std::holds_alternative<std::int64_t>(*v) ? std::get<std::int64_t>(*v) : fallback;
+    };
+    auto str_attr = [&](const char* name) {
+        auto v = h5::read_attribute(group, name);
+        return v && std::holds_alternative<std::string>(*v) ? std::get<std::string>(*v) : std::string();
+    };
+    // Attributes first; a group written by other tools may lack them, so fall back on shapes.
+    std::vector<hsize_t> shape;
+    if (h5::exists(group, "text_features")) shape = h5::dims(h5::open_dataset(group, "text_features"));
+    info.rows = int_attr("K", shape.size() == 2 ? static_cast<std::int64_t>(shape[0]) : 0);
+    info.dim = int_attr("D", shape.size() == 2 ? static_cast<std::int64_t>(shape[1]) : 0);
+    std::int64_t tokens = -1;
+    if (info.has_token_features) {
+        const auto t = h5::dims(h5::open_dataset(group, "text_token_features"));
+        if (t.size() == 3) tokens = static_cast<std::int64_t>(t[1]);
+    }
+    info.text_tokens = int_attr("T_txt", tokens);
+    info.texts_hash = str_attr("texts_hash");
+    info.created_at = str_attr("created_at");
+    return info;
+}
+
+std::vector<std::string> FeatureStore::template_texts(const std::string& id) const {
+    Impl& s = use(impl_);
+    require_template(*this, id);
+    const std::string name = std::string(templates_group) + "/" + id + "/texts";
+    if (!h5::exists(s.file, name)) return {};
+    h5::Dataset texts = h5::open_dataset(s.file, name);
+    return h5::read_strings(texts, 0, h5::dims(texts).at(0));
+}
+
+Array FeatureStore::read_template(const std::string& id, bool token_features) const {
+    Impl& s = use(impl_);
+    require_template(*this, id);
+    const std::string name = std::string(templates_group) + "/" + id +
+                             (token_features ? "/text_token_features" : "/text_features");
+    if (!h5::exists(s.file, name))
+        throw UsageError("template '" + id + "' has no " +
+                         (token_features ? "token features" : "text features") +
+                         ": rebuild its prompts" + (token_features ? " with token features" : ""));
+    h5::Dataset dataset = h5::open_dataset(s.file, name);
+    Array out;
+    out.dtype = DType::f32;
+    for (hsize_t x : h5::dims(dataset)) out.shape.push_back(static_cast<std::int64_t>(x));
+    out.bytes.resize(static_cast<std::size_t>(out.elements()) * sizeof(float));
+    if (!out.bytes.empty())
+        h5::check_status(H5Dread(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                 out.bytes.data()),
+                         "cannot read template features");
+    return out;
+}
+
+void FeatureStore::write_template(const std::string& id, const TemplateRecord& record) {
+    Impl& s = use(impl_);
+    s.require_writable("write a template");
+    if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..")
+        throw UsageError("invalid template id '" + id + "': use a non-empty name without '/'");
+    const auto k = static_cast<std::int64_t>(record.texts.size());
+    const std::int64_t d = s.layout.dim;
+    if (k == 0) throw UsageError("template '" + id + "' has no texts: give at least one prompt");
+    if (static_cast<std::int64_t>(record.text_features.size()) != k * d)
+        throw DataError("template '" + id + "': text_features holds " +
+                        std::to_string(record.text_features.size()) + " values, expected K×D = " +
+                        std::to_string(k) + "×" + std::to_string(d));
+    const bool tokens = !record.text_token_features.empty();
+    if (tokens && (record.text_tokens <= 0 ||
+                   static_cast<std::int64_t>(record.text_token_features.size()) !=
+                       k * record.text_tokens * d))
+        throw DataError("template '" + id + "': text_token_features holds " +
+                        std::to_string(record.text_token_features.size()) +
+                        " values, expected K×T_txt×D = " + std::to_string(k) + "×" +
+                        std::to_string(record.text_tokens) + "×" + std::to_string(d));
+
+    h5::Group root = s.templates(true);
+    if (h5::exists(root, id) && H5Ldelete(root, id.c_str(), H5P_DEFAULT) < 0)
+        h5::fail("cannot replace template '" + id + "'");
+    h5::Group group = h5::create_group(root, id);
+
+    auto make = [&](const char* name, hid_t type, std::vector<hsize_t> shape) {
+        DatasetSpec spec;
+        spec.chunks = guess_chunk(shape, H5Tget_size(type));
+        spec.shape = std::move(shape);
+        return create_dataset(group, name, type, spec);
+    };
+    h5::Datatype f32(H5Tcopy(H5T_IEEE_F32LE), "cannot create the float32 type");
+    const auto uk = static_cast<hsize_t>(k), ud = static_cast<hsize_t>(d);
+    {
+        h5::Dataset features = make("text_features", f32, {uk, ud});
+        h5::check_status(H5Dwrite(features, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                  record.text_features.data()),
+                         "cannot write template text_features");
+    }
+    if (tokens) {
+        h5::Dataset features =
+            make("text_token_features", f32, {uk, static_cast<hsize_t>(record.text_tokens), ud});
+        h5::check_status(H5Dwrite(features, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                  record.text_token_features.data()),
+                         "cannot write template text_token_features");
+    }
+    {
+        h5::Datatype str = h5::utf8_string_type();
+        // h5py sizes chunks of object (vlen) arrays with numpy's 8-byte pointer itemsize.
+        DatasetSpec spec;
+        spec.shape = {uk};
+        spec.chunks = guess_chunk(spec.shape, 8);
+        h5::Dataset texts = create_dataset(group, "texts", str, spec);
+        h5::write_strings(texts, 0, record.texts);
+    }
+    h5::write_attribute(group, "K", k);
+    h5::write_attribute(group, "D", d);
+    h5::write_attribute(group, "T_txt", tokens ? record.text_tokens : std::int64_t{-1});
+    h5::write_attribute(group, "texts_hash", texts_hash(record.texts));
+    h5::write_attribute(group, "created_at", now_local());
+    s.commit();
+}
+
+void FeatureStore::clear_templates() {
+    Impl& s = use(impl_);
+    s.require_writable("clear templates");
+    if (h5::exists(s.file, templates_group) && H5Ldelete(s.file, templates_group, H5P_DEFAULT) < 0)
+        h5::fail("cannot delete the templates group");
+    h5::create_group(s.file, templates_group);
+    s.commit();
+}
+
+// ---- root attributes --------------------------------------------------------------------
+
+std::map<std::string, AttributeValue> FeatureStore::attributes() const {
+    Impl& s = use(impl_);
+    std::map<std::string, AttributeValue> out;
+    for (const auto& name : h5::attribute_names(s.file))
+        if (auto value = h5::read_attribute(s.file, name)) out.emplace(name, std::move(*value));
+    return out;
+}
+
+std::optional<AttributeValue> FeatureStore::attribute(const std::string& name) const {
+    Impl& s = use(impl_);
+    return h5::read_attribute(s.file, name);
+}
+
+void FeatureStore::set_attribute(const std::string& name, const AttributeValue& value) {
+    Impl& s = use(impl_);
+    s.require_writable("set an attribute");
+    if (name.empty()) throw UsageError("attribute names must not be empty");
+    if (name == "split_counts")
+        throw UsageError("split_counts is kept in step with the rows by the store itself: "
+                         "append or truncate rows instead of setting it");
+    h5::write_attribute(s.file, name, value);
+}
+
+std::optional<nlohmann::json> FeatureStore::json_attribute(const std::string& name) const {
+    const auto value = attribute(name);
+    if (!value) return std::nullopt;
+    if (const auto* i = std::get_if<std::int64_t>(&*value)) return nlohmann::json(*i);
+    if (const auto* d = std::get_if<double>(&*value)) return nlohmann::json(*d);
+    auto parsed = nlohmann::json::parse(std::get<std::string>(*value), nullptr, false);
+    if (parsed.is_discarded())
+        throw FormatError("attribute '" + name + "' of store " + quoted(use(impl_).path) +
+                          " does not hold JSON: it was not written by fstore or the reference");
+    return parsed;
+}
+
+void FeatureStore::set_json_attribute(const std::string& name, const nlohmann::json& value) {
+    set_attribute(name, python_dumps(nlohmann::ordered_json(value)));
+}
+
+void FeatureStore::commit() {
+    Impl& s = use(impl_);
+    s.commit();
+}
+
+}  // namespace fstore

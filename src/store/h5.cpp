@@ -1,0 +1,288 @@
+#include "fstore/h5.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <memory>
+
+#include "fstore/error.hpp"
+#include "fstore/lzf_filter.hpp"
+
+namespace fstore::h5 {
+namespace {
+
+struct ErrorWalk {
+    std::string innermost;
+    bool lock = false;
+};
+
+herr_t walk_error(unsigned /*n*/, const H5E_error2_t* err, void* data) noexcept {
+    auto* walk = static_cast<ErrorWalk*>(data);
+    // Downward walk: the last entry visited is where the failure was first detected.
+    walk->innermost = err->desc != nullptr ? err->desc : "";
+    if (err->min_num == H5E_CANTLOCKFILE || err->min_num == H5E_CANTLOCK) walk->lock = true;
+    std::string lower = walk->innermost;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    // Word-level match: "superblock" must not count.
+    for (const char* phrase : {"unable to lock", "lock file", "file is locked", "locked by"})
+        if (lower.find(phrase) != std::string::npos) walk->lock = true;
+    return 0;
+}
+
+ErrorWalk walk_errors() {
+    ErrorWalk walk;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_error, &walk);
+    return walk;
+}
+
+// Frees the strings HDF5 allocated for a vlen read, whatever happens after the read.
+struct VlenBuffer {
+    std::vector<char*> pointers;
+    hid_t type;
+    hid_t space;
+    ~VlenBuffer() {
+        if (!pointers.empty()) H5Dvlen_reclaim(type, space, H5P_DEFAULT, pointers.data());
+    }
+};
+
+}  // namespace
+
+void init() {
+    lzf::register_filter();
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
+
+std::string last_error() { return walk_errors().innermost; }
+bool last_error_is_lock() { return walk_errors().lock; }
+
+void fail(const std::string& what) {
+    const std::string reason = last_error();
+    throw FormatError(reason.empty() ? what : what + ": " + reason);
+}
+
+hid_t check(hid_t id, const char* what) {
+    if (id < 0) fail(what);
+    return id;
+}
+
+herr_t check_status(herr_t status, const char* what) {
+    if (status < 0) fail(what);
+    return status;
+}
+
+Datatype half_type() {
+    // HDF5 1.10 has no predefined half: derive it from float32 (recipe h5py's type equals).
+    Datatype type(H5Tcopy(H5T_IEEE_F32LE), "cannot create the half-float type");
+    check_status(H5Tset_fields(type, 15, 10, 5, 0, 10), "cannot create the half-float type");
+    check_status(H5Tset_size(type, 2), "cannot create the half-float type");
+    check_status(H5Tset_ebias(type, 15), "cannot create the half-float type");
+    return type;
+}
+
+Datatype utf8_string_type() {
+    Datatype type(H5Tcopy(H5T_C_S1), "cannot create the string type");
+    check_status(H5Tset_size(type, H5T_VARIABLE), "cannot create the string type");
+    check_status(H5Tset_cset(type, H5T_CSET_UTF8), "cannot create the string type");
+    check_status(H5Tset_strpad(type, H5T_STR_NULLTERM), "cannot create the string type");
+    return type;
+}
+
+bool is_half(hid_t type) {
+    if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 2) return false;
+    std::size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+    if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
+    return spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10;
+}
+
+bool exists(hid_t loc, const std::string& name) {
+    const htri_t found = H5Lexists(loc, name.c_str(), H5P_DEFAULT);
+    if (found < 0) fail("cannot look up '" + name + "'");
+    return found > 0;
+}
+
+Dataset open_dataset(hid_t loc, const std::string& name, hid_t dapl) {
+    const hid_t id = H5Dopen2(loc, name.c_str(), dapl);
+    if (id < 0) fail("cannot open dataset '" + name + "'");
+    return Dataset(id);
+}
+
+Group open_group(hid_t loc, const std::string& name) {
+    const hid_t id = H5Gopen2(loc, name.c_str(), H5P_DEFAULT);
+    if (id < 0) fail("cannot open group '" + name + "'");
+    return Group(id);
+}
+
+Group create_group(hid_t loc, const std::string& name) {
+    const hid_t id = H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (id < 0) fail("cannot create group '" + name + "'");
+    return Group(id);
+}
+
+std::vector<hsize_t> dims(hid_t dataset) {
+    Dataspace space(H5Dget_space(dataset), "cannot read a dataset's shape");
+    const int rank = H5Sget_simple_extent_ndims(space);
+    if (rank < 0) fail("cannot read a dataset's shape");
+    std::vector<hsize_t> out(static_cast<std::size_t>(rank));
+    if (rank > 0) check_status(H5Sget_simple_extent_dims(space, out.data(), nullptr),
+                               "cannot read a dataset's shape");
+    return out;
+}
+
+std::vector<hsize_t> chunk_dims(hid_t dataset) {
+    PropList dcpl(H5Dget_create_plist(dataset), "cannot read a dataset's layout");
+    if (H5Pget_layout(dcpl) != H5D_CHUNKED) return {};
+    hsize_t chunk[H5S_MAX_RANK];
+    const int rank = H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);
+    if (rank < 0) fail("cannot read a dataset's chunk shape");
+    return {chunk, chunk + rank};
+}
+
+std::vector<std::string> link_names(hid_t group) {
+    std::vector<std::string> names;
+    auto collect = [](hid_t, const char* name, const H5L_info_t*, void* data) -> herr_t {
+        static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+        return 0;
+    };
+    hsize_t index = 0;
+    check_status(H5Literate(group, H5_INDEX_NAME, H5_ITER_INC, &index, collect, &names),
+                 "cannot list a group");
+    return names;
+}
+
+Dataspace select_rows(hid_t dataset, hsize_t start, hsize_t count) {
+    Dataspace space(H5Dget_space(dataset), "cannot select rows");
+    const int rank = H5Sget_simple_extent_ndims(space);
+    std::vector<hsize_t> shape(static_cast<std::size_t>(rank));
+    H5Sget_simple_extent_dims(space, shape.data(), nullptr);
+    std::vector<hsize_t> offset(shape.size(), 0);
+    offset[0] = start;
+    shape[0] = count;
+    check_status(H5Sselect_hyperslab(space, H5S_SELECT_SET, offset.data(), nullptr,
+                                     shape.data(), nullptr),
+                 "cannot select rows");
+    return space;
+}
+
+Dataspace simple_space(const std::vector<hsize_t>& shape) {
+    return Dataspace(H5Screate_simple(static_cast<int>(shape.size()), shape.data(), nullptr),
+                     "cannot create a dataspace");
+}
+
+std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t count) {
+    std::vector<std::string> out;
+    if (count == 0) return out;
+    Datatype type = utf8_string_type();
+    Dataspace file_space = select_rows(dataset, start, count);
+    Dataspace mem_space = simple_space({count});
+    VlenBuffer buffer{std::vector<char*>(count, nullptr), type, mem_space};
+    if (H5Dread(dataset, type, mem_space, file_space, H5P_DEFAULT, buffer.pointers.data()) < 0) {
+        buffer.pointers.clear();  // nothing to reclaim from a failed read
+        fail("cannot read strings");
+    }
+    out.reserve(count);
+    for (const char* s : buffer.pointers) out.emplace_back(s != nullptr ? s : "");
+    return out;
+}
+
+void write_strings(hid_t dataset, hsize_t start, const std::vector<std::string>& values) {
+    if (values.empty()) return;
+    std::vector<const char*> pointers;
+    pointers.reserve(values.size());
+    for (const auto& v : values) pointers.push_back(v.c_str());
+    Datatype type = utf8_string_type();
+    Dataspace file_space = select_rows(dataset, start, values.size());
+    Dataspace mem_space = simple_space({values.size()});
+    check_status(H5Dwrite(dataset, type, mem_space, file_space, H5P_DEFAULT, pointers.data()),
+                 "cannot write strings");
+}
+
+bool has_attribute(hid_t obj, const std::string& name) {
+    const htri_t found = H5Aexists(obj, name.c_str());
+    if (found < 0) fail("cannot look up attribute '" + name + "'");
+    return found > 0;
+}
+
+std::optional<AttrValue> read_attribute(hid_t obj, const std::string& name) {
+    if (!has_attribute(obj, name)) return std::nullopt;
+    const std::string what = "cannot read attribute '" + name + "'";
+    Attribute attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT), what.c_str());
+    Dataspace space(H5Aget_space(attr), what.c_str());
+    if (H5Sget_simple_extent_npoints(space) != 1) return std::nullopt;
+    Datatype type(H5Aget_type(attr), what.c_str());
+    switch (H5Tget_class(type)) {
+    case H5T_INTEGER: {
+        std::int64_t value = 0;
+        check_status(H5Aread(attr, H5T_NATIVE_INT64, &value), what.c_str());
+        return AttrValue(value);
+    }
+    case H5T_FLOAT: {
+        double value = 0;
+        check_status(H5Aread(attr, H5T_NATIVE_DOUBLE, &value), what.c_str());
+        return AttrValue(value);
+    }
+    case H5T_STRING: {
+        const htri_t variable = H5Tis_variable_str(type);
+        if (variable < 0) fail(what);
+        if (variable > 0) {
+            Datatype mem(H5Tcopy(type), what.c_str());
+            char* value = nullptr;
+            check_status(H5Aread(attr, mem, &value), what.c_str());
+            std::string out = value != nullptr ? value : "";
+            if (value != nullptr) H5free_memory(value);
+            return AttrValue(out);
+        }
+        const std::size_t size = H5Tget_size(type);
+        std::string out(size, '\0');
+        check_status(H5Aread(attr, type, out.data()), what.c_str());
+        // Fixed-length strings may be null-terminated, null-padded or space-padded.
+        const auto end = out.find('\0');
+        if (end != std::string::npos) out.resize(end);
+        if (H5Tget_strpad(type) == H5T_STR_SPACEPAD)
+            out.erase(out.find_last_not_of(' ') + 1);
+        return AttrValue(out);
+    }
+    default:
+        return std::nullopt;
+    }
+}
+
+std::vector<std::string> attribute_names(hid_t obj) {
+    std::vector<std::string> names;
+    auto collect = [](hid_t, const char* name, const H5A_info_t*, void* data) -> herr_t {
+        static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+        return 0;
+    };
+    hsize_t index = 0;
+    check_status(H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &index, collect, &names),
+                 "cannot list attributes");
+    return names;
+}
+
+void delete_attribute(hid_t obj, const std::string& name) {
+    if (has_attribute(obj, name) && H5Adelete(obj, name.c_str()) < 0)
+        fail("cannot delete attribute '" + name + "'");
+}
+
+void write_attribute(hid_t obj, const std::string& name, const AttrValue& value) {
+    const std::string what = "cannot write attribute '" + name + "'";
+    delete_attribute(obj, name);  // the type may change: replace, never overwrite in place
+    Dataspace space(H5Screate(H5S_SCALAR), what.c_str());
+    if (const auto* i = std::get_if<std::int64_t>(&value)) {
+        Attribute attr(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT),
+                       what.c_str());
+        check_status(H5Awrite(attr, H5T_NATIVE_INT64, i), what.c_str());
+    } else if (const auto* d = std::get_if<double>(&value)) {
+        Attribute attr(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT),
+                       what.c_str());
+        check_status(H5Awrite(attr, H5T_NATIVE_DOUBLE, d), what.c_str());
+    } else {
+        Datatype type = utf8_string_type();
+        Attribute attr(H5Acreate2(obj, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
+                       what.c_str());
+        const char* text = std::get<std::string>(value).c_str();
+        check_status(H5Awrite(attr, type, &text), what.c_str());
+    }
+}
+
+}  // namespace fstore::h5

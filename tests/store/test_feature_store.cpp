@@ -1,0 +1,564 @@
+// FeatureStore API tests on small stores (D=8, T_img=5).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "fstore/error.hpp"
+#include "fstore/feature_store.hpp"
+#include "fstore/h5.hpp"
+#include "fstore/half.hpp"
+#include "fstore/lzf_filter.hpp"
+
+namespace fs = std::filesystem;
+using fstore::Column;
+using fstore::FeatureStore;
+using ::testing::HasSubstr;
+
+namespace {
+
+constexpr std::int64_t D = 8;
+constexpr std::int64_t T = 5;
+
+// Rows with values derived from the row number, so any row can be checked on its own.
+struct Rows {
+    std::vector<std::uint16_t> cls, tokens;
+    std::vector<std::int64_t> labels;
+    std::vector<std::string> splits;
+    fstore::RowBatch batch() const {
+        fstore::RowBatch b;
+        b.rows = static_cast<std::int64_t>(labels.size());
+        b.image_features = cls.data();
+        b.image_token_features = tokens.data();
+        b.labels = labels.data();
+        b.splits = &splits;
+        return b;
+    }
+};
+
+float cls_value(std::int64_t row, std::int64_t d) { return static_cast<float>(row) + 0.125f * static_cast<float>(d); }
+float token_value(std::int64_t row, std::int64_t t, std::int64_t d) {
+    return static_cast<float>(row) * 0.5f - static_cast<float>(t) + 0.25f * static_cast<float>(d);
+}
+
+Rows make_rows(std::int64_t first, std::int64_t count, const std::string& split) {
+    Rows r;
+    for (std::int64_t i = first; i < first + count; ++i) {
+        for (std::int64_t d = 0; d < D; ++d) r.cls.push_back(fstore::float_to_half(cls_value(i, d)));
+        for (std::int64_t t = 0; t < T; ++t)
+            for (std::int64_t d = 0; d < D; ++d)
+                r.tokens.push_back(fstore::float_to_half(token_value(i, t, d)));
+        r.labels.push_back(i % 3);
+        r.splits.push_back(split);
+    }
+    return r;
+}
+
+class StoreTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+        dir_ = fs::temp_directory_path() /
+               ("fstore_store_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
+        fs::remove_all(dir_);
+        fs::create_directories(dir_);
+        path_ = dir_ / "store.h5";
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+
+    FeatureStore make_store(std::int64_t train, std::int64_t val) {
+        auto store = FeatureStore::open_or_create(path_, {D, T});
+        if (train > 0) store.append_batch(make_rows(0, train, "train").batch());
+        if (val > 0) store.append_batch(make_rows(train, val, "val").batch());
+        return store;
+    }
+
+    // Raw HDF5 access, to damage a store the way a killed writer or another tool would.
+    fstore::h5::File raw_open() {
+        fstore::h5::init();
+        return fstore::h5::File(H5Fopen(path_.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), "raw open");
+    }
+
+    fs::path dir_, path_;
+};
+
+void expect_cls_row(const fstore::Array& a, std::size_t i, std::int64_t row) {
+    for (std::int64_t d = 0; d < D; ++d)
+        EXPECT_EQ(fstore::half_to_float(a.data<std::uint16_t>()[i * D + static_cast<std::size_t>(d)]),
+                  cls_value(row, d))
+            << "output " << i << " (row " << row << ") d=" << d;
+}
+
+TEST_F(StoreTest, CreatesEmptyStoreWithReferenceSchema) {
+    {
+        auto store = FeatureStore::open_or_create(path_, {D, T});
+        EXPECT_TRUE(store.writable());
+        EXPECT_EQ(store.rows(), 0);
+        EXPECT_EQ(store.layout().dim, D);
+        EXPECT_EQ(store.layout().image_tokens, T);
+        EXPECT_TRUE(store.template_ids().empty());
+    }
+    auto store = FeatureStore::open(path_);
+    EXPECT_FALSE(store.writable());
+    const auto attrs = store.attributes();
+    EXPECT_EQ(std::get<std::int64_t>(attrs.at("D")), D);
+    EXPECT_EQ(std::get<std::int64_t>(attrs.at("T_img")), T);
+    EXPECT_EQ(std::get<std::string>(attrs.at("version")), "1.0");
+    EXPECT_EQ(std::get<std::string>(attrs.at("split_counts")), "{}");
+    const auto created = std::get<std::string>(attrs.at("created_at"));
+    EXPECT_EQ(created.size(), 19u) << created;  // YYYY-MM-DD HH:MM:SS
+    EXPECT_EQ(created[4], '-');
+    EXPECT_EQ(created[13], ':');
+
+    // Chunk shapes and the lzf filter, straight from HDF5.
+    fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
+    const std::vector<std::pair<const char*, std::vector<hsize_t>>> expected = {
+        {"image_features", {64, D}}, {"image_token_features", {4, T, D}},
+        {"ids", {4096}}, {"labels", {4096}}, {"split", {4096}}};
+    for (const auto& [name, chunks] : expected) {
+        auto dset = fstore::h5::open_dataset(f, name);
+        EXPECT_EQ(fstore::h5::chunk_dims(dset), chunks) << name;
+        fstore::h5::PropList dcpl(H5Dget_create_plist(dset), "dcpl");
+        unsigned flags = 0, cd[8];
+        std::size_t n = 8;
+        ASSERT_GE(H5Pget_filter_by_id2(dcpl, fstore::lzf::filter_id, &flags, &n, cd, 0, nullptr, nullptr), 0) << name;
+        EXPECT_TRUE(flags & H5Z_FLAG_OPTIONAL);
+        // HDF5 does not call set_local for vlen types: h5py's split dataset has no client
+        // data either.
+        if (std::string(name) == "split") continue;
+        EXPECT_EQ(n, 3u);
+        EXPECT_EQ(cd[0], 4u);
+        EXPECT_EQ(cd[1], 261u);
+        fstore::h5::Datatype type(H5Dget_type(dset), "type");
+        hsize_t bytes = H5Tget_size(type);  // vlen strings: 16-byte descriptors, as h5py gets
+        for (hsize_t c : chunks) bytes *= c;
+        EXPECT_EQ(cd[2], bytes) << name;
+    }
+    auto feats = fstore::h5::open_dataset(f, "image_features");
+    fstore::h5::Datatype type(H5Dget_type(feats), "type");
+    EXPECT_TRUE(fstore::h5::is_half(type));
+}
+
+TEST_F(StoreTest, AppendsAndReadsRows) {
+    { make_store(70, 9); }  // 79 rows: crosses an image_features chunk (64) and token chunks (4)
+    auto store = FeatureStore::open(path_);
+    ASSERT_EQ(store.rows(), 79);
+
+    std::vector<std::int64_t> all(79);
+    std::iota(all.begin(), all.end(), 0);
+    const auto cls = store.read_rows(Column::image_features, all);
+    EXPECT_EQ(cls.dtype, fstore::DType::f16);
+    EXPECT_EQ(cls.shape, (std::vector<std::int64_t>{79, D}));
+    for (std::size_t i = 0; i < 79; ++i) expect_cls_row(cls, i, static_cast<std::int64_t>(i));
+
+    const auto ids = store.read_rows(Column::ids, all);
+    const auto labels = store.read_rows(Column::labels, all);
+    for (std::int64_t i = 0; i < 79; ++i) {
+        EXPECT_EQ(ids.data<std::int64_t>()[i], i);
+        EXPECT_EQ(labels.data<std::int64_t>()[i], i % 3);
+    }
+    const auto splits = store.read_all_splits();
+    EXPECT_EQ(std::count(splits.begin(), splits.end(), "train"), 70);
+    EXPECT_EQ(splits[70], "val");
+    const std::map<std::string, std::int64_t> counts{{"train", 70}, {"val", 9}};
+    EXPECT_EQ(store.split_counts(), counts);
+    EXPECT_EQ(store.split_counts_from_data(), counts);
+    // The attribute is written the way Python's json.dumps writes a dict (insertion order).
+    EXPECT_EQ(std::get<std::string>(*store.attribute("split_counts")), R"({"train": 70, "val": 9})");
+}
+
+TEST_F(StoreTest, ReadsIndexListsInAnyOrderWithRepeats) {
+    { make_store(30, 0); }
+    auto store = FeatureStore::open(path_);
+    const std::vector<std::int64_t> rows{17, 3, 3, 29, 0, 17, 4, 5, 6};
+    const auto cls = store.read_rows(Column::image_features, rows);
+    ASSERT_EQ(cls.shape[0], 9);
+    for (std::size_t i = 0; i < rows.size(); ++i) expect_cls_row(cls, i, rows[i]);
+
+    const auto tokens = store.read_rows(Column::image_token_features, rows);
+    EXPECT_EQ(tokens.shape, (std::vector<std::int64_t>{9, T, D}));
+    for (std::size_t i = 0; i < rows.size(); ++i)
+        for (std::int64_t t = 0; t < T; ++t)
+            for (std::int64_t d = 0; d < D; ++d)
+                EXPECT_EQ(fstore::half_to_float(tokens.data<std::uint16_t>()[(i * T + t) * D + d]),
+                          token_value(rows[i], t, d));
+    const auto splits = store.read_splits({29, 1, 29});
+    EXPECT_EQ(splits, (std::vector<std::string>{"train", "train", "train"}));
+    EXPECT_EQ(store.read_rows(Column::labels, {}).shape, (std::vector<std::int64_t>{0}));
+}
+
+TEST_F(StoreTest, OutOfRangeIndexNamesValidRange) {
+    { make_store(10, 0); }
+    auto store = FeatureStore::open(path_);
+    try {
+        store.read_rows(Column::image_features, {2, 10});
+        FAIL() << "expected UsageError";
+    } catch (const fstore::UsageError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("0..9"));
+        EXPECT_THAT(e.what(), HasSubstr("10"));
+    }
+    EXPECT_THROW(store.read_rows(Column::labels, {-1}), fstore::UsageError);
+    EXPECT_THROW(store.read_splits({11}), fstore::UsageError);
+}
+
+TEST_F(StoreTest, ReadOnlyStoreRefusesWrites) {
+    { make_store(3, 0); }
+    const auto before = fs::last_write_time(path_);
+    const auto size = fs::file_size(path_);
+    {
+        auto store = FeatureStore::open(path_);
+        EXPECT_THROW(store.append_batch(make_rows(3, 1, "x").batch()), fstore::UsageError);
+        EXPECT_THROW(store.write_template("t", {}), fstore::UsageError);
+        EXPECT_THROW(store.set_attribute("a", std::int64_t{1}), fstore::UsageError);
+        EXPECT_THROW(store.clear_templates(), fstore::UsageError);
+        EXPECT_THROW(store.truncate_rows(1), fstore::UsageError);
+    }
+    EXPECT_EQ(fs::last_write_time(path_), before);
+    EXPECT_EQ(fs::file_size(path_), size);
+}
+
+TEST_F(StoreTest, ResumesAppendingAfterReopen) {
+    { make_store(5, 0); }
+    {
+        auto store = FeatureStore::open_or_create(path_, {D, T});
+        EXPECT_EQ(store.rows(), 5);
+        store.append_batch(make_rows(5, 4, "test").batch());
+    }
+    auto store = FeatureStore::open(path_);
+    EXPECT_EQ(store.rows(), 9);
+    expect_cls_row(store.read_rows(Column::image_features, {8}), 0, 8);
+    EXPECT_EQ(store.read_rows(Column::ids, {8}).data<std::int64_t>()[0], 8);
+    EXPECT_EQ((store.split_counts()), (std::map<std::string, std::int64_t>{{"train", 5}, {"test", 4}}));
+}
+
+TEST_F(StoreTest, OpenOrCreateRejectsOtherLayout) {
+    { make_store(1, 0); }
+    EXPECT_THROW(FeatureStore::open_or_create(path_, {D + 1, T}), fstore::MismatchError);
+}
+
+TEST_F(StoreTest, TruncateKeepsCountsInStep) {
+    auto store = make_store(6, 4);
+    store.truncate_rows(7);
+    EXPECT_EQ(store.rows(), 7);
+    EXPECT_EQ(store.split_counts(), (std::map<std::string, std::int64_t>{{"train", 6}, {"val", 1}}));
+    store.truncate_rows(3);
+    EXPECT_EQ(store.split_counts(), (std::map<std::string, std::int64_t>{{"train", 3}}));
+    EXPECT_THROW(store.truncate_rows(4), fstore::UsageError);
+    // Appending after a truncate continues the ids from the kept rows.
+    store.append_batch(make_rows(3, 2, "val").batch());
+    const auto ids = store.read_rows(Column::ids, {3, 4});
+    EXPECT_EQ(ids.data<std::int64_t>()[0], 3);
+    EXPECT_EQ(ids.data<std::int64_t>()[1], 4);
+    EXPECT_EQ(store.split_counts_from_data(), store.split_counts());
+}
+
+TEST_F(StoreTest, RejectsMalformedBatches) {
+    auto store = make_store(0, 0);
+    auto rows = make_rows(0, 2, "train");
+    auto batch = rows.batch();
+    std::vector<std::string> one{"train"};
+    batch.splits = &one;
+    EXPECT_THROW(store.append_batch(batch), fstore::UsageError);
+    std::vector<std::string> empty_name{"train", ""};
+    batch.splits = &empty_name;
+    EXPECT_THROW(store.append_batch(batch), fstore::UsageError);
+    EXPECT_EQ(store.rows(), 0);
+    // Missing labels are stored as -1.
+    batch = rows.batch();
+    batch.labels = nullptr;
+    store.append_batch(batch);
+    EXPECT_EQ(store.read_rows(Column::labels, {1}).data<std::int64_t>()[0], -1);
+}
+
+TEST_F(StoreTest, TemplatesWriteReplaceClear) {
+    auto store = make_store(2, 0);
+    fstore::TemplateRecord rec;
+    rec.texts = {"a cell photo with sign of x", "a cell photo with sign of \xc3\xa9"};
+    rec.text_features.resize(2 * D);
+    std::iota(rec.text_features.begin(), rec.text_features.end(), 0.5f);
+    rec.text_tokens = 3;
+    rec.text_token_features.resize(2 * 3 * D);
+    std::iota(rec.text_token_features.begin(), rec.text_token_features.end(), -7.0f);
+    store.write_template("concept_prompts_t01", rec);
+
+    fstore::TemplateRecord plain;
+    plain.texts = {"only"};
+    plain.text_features.assign(D, 2.0f);
+    store.write_template("label_prompts_t01", plain);
+
+    EXPECT_EQ(store.template_ids(), (std::vector<std::string>{"concept_prompts_t01", "label_prompts_t01"}));
+    auto info = store.template_info("concept_prompts_t01");
+    EXPECT_EQ(info.rows, 2);
+    EXPECT_EQ(info.dim, D);
+    EXPECT_EQ(info.text_tokens, 3);
+    EXPECT_TRUE(info.has_token_features);
+    EXPECT_EQ(info.texts_hash, fstore::texts_hash(rec.texts));
+    EXPECT_EQ(store.template_texts("concept_prompts_t01"), rec.texts);
+    auto feats = store.read_template("concept_prompts_t01", false);
+    EXPECT_EQ(feats.shape, (std::vector<std::int64_t>{2, D}));
+    EXPECT_EQ(std::vector<float>(feats.data<float>(), feats.data<float>() + 2 * D), rec.text_features);
+    auto toks = store.read_template("concept_prompts_t01", true);
+    EXPECT_EQ(toks.shape, (std::vector<std::int64_t>{2, 3, D}));
+    EXPECT_EQ(toks.data<float>()[5], rec.text_token_features[5]);
+
+    info = store.template_info("label_prompts_t01");
+    EXPECT_EQ(info.text_tokens, -1);
+    EXPECT_FALSE(info.has_token_features);
+    EXPECT_THROW(store.read_template("label_prompts_t01", true), fstore::UsageError);
+
+    // Replacing a template replaces the whole group (token features disappear).
+    store.write_template("concept_prompts_t01", plain);
+    EXPECT_FALSE(store.template_info("concept_prompts_t01").has_token_features);
+    EXPECT_EQ(store.template_texts("concept_prompts_t01"), plain.texts);
+
+    EXPECT_THROW(store.template_info("nope"), fstore::UsageError);
+    fstore::TemplateRecord bad = plain;
+    bad.text_features.pop_back();
+    EXPECT_THROW(store.write_template("bad", bad), fstore::DataError);
+    EXPECT_FALSE(store.has_template("bad"));
+
+    store.clear_templates();
+    EXPECT_TRUE(store.template_ids().empty());
+    EXPECT_EQ(store.rows(), 2);  // rows untouched
+}
+
+TEST_F(StoreTest, TextsHashIsSha256OverNullTerminatedTexts) {
+    // Expected digests from Python's hashlib.sha256(b"a\0b\0") etc.
+    EXPECT_EQ(fstore::texts_hash({"a", "b"}),
+              "8fb20ef63ced4145fc2e983ffe597d1dcff39154c3bf21f0fa9dde6a0c50fdc9");
+    EXPECT_EQ(fstore::texts_hash({}), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    EXPECT_EQ(fstore::texts_hash({""}), "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d");
+    EXPECT_NE(fstore::texts_hash({"ab"}), fstore::texts_hash({"a", "b"}));
+}
+
+TEST_F(StoreTest, AttributesIncludingJson) {
+    {
+        auto store = make_store(1, 0);
+        store.set_attribute("logit_scale", 2.5);
+        store.set_attribute("count", std::int64_t{-3});
+        store.set_attribute("note", std::string("h\xc3\xa9llo"));
+        store.set_json_attribute("dataset", "bloodmnist");
+        store.set_json_attribute("label_texts", nlohmann::json::array({"basophil", "immature granulocytes"}));
+        EXPECT_THROW(store.set_attribute("split_counts", std::string("{}")), fstore::UsageError);
+    }
+    auto store = FeatureStore::open(path_);
+    EXPECT_EQ(std::get<double>(*store.attribute("logit_scale")), 2.5);
+    EXPECT_EQ(std::get<std::int64_t>(*store.attribute("count")), -3);
+    EXPECT_EQ(std::get<std::string>(*store.attribute("note")), "h\xc3\xa9llo");
+    EXPECT_FALSE(store.attribute("absent").has_value());
+    // Written like Python's json.dumps, so the reference's reader sees identical strings.
+    EXPECT_EQ(std::get<std::string>(*store.attribute("dataset")), "\"bloodmnist\"");
+    EXPECT_EQ(std::get<std::string>(*store.attribute("label_texts")),
+              R"(["basophil", "immature granulocytes"])");
+    EXPECT_EQ(*store.json_attribute("dataset"), "bloodmnist");
+    EXPECT_EQ(store.json_attribute("label_texts")->at(1), "immature granulocytes");
+    EXPECT_EQ(*store.json_attribute("count"), -3);
+    EXPECT_THROW(store.json_attribute("note"), fstore::FormatError);
+    EXPECT_EQ(store.attributes().count("logit_scale"), 1u);
+}
+
+TEST_F(StoreTest, RepairsMissingDatasetsAndTemplates) {
+    { make_store(5, 0); }
+    {
+        auto f = raw_open();
+        ASSERT_GE(H5Ldelete(f, "labels", H5P_DEFAULT), 0);
+        ASSERT_GE(H5Ldelete(f, "split", H5P_DEFAULT), 0);
+        ASSERT_GE(H5Ldelete(f, "templates", H5P_DEFAULT), 0);
+    }
+    {
+        // Read-only: nothing is written; missing columns read as the repair would fill them.
+        auto store = FeatureStore::open(path_);
+        EXPECT_EQ(store.rows(), 5);
+        EXPECT_EQ(store.read_rows(Column::labels, {4}).data<std::int64_t>()[0], -1);
+        EXPECT_EQ(store.read_splits({0}), std::vector<std::string>{"unspecified"});
+    }
+    {
+        fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
+        EXPECT_FALSE(fstore::h5::exists(f, "labels"));
+    }
+    {
+        auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+        EXPECT_EQ(store.rows(), 5);
+    }
+    auto store = FeatureStore::open(path_);
+    EXPECT_EQ(store.rows(), 5);
+    const auto labels = store.read_rows(Column::labels, {0, 4});
+    EXPECT_EQ(labels.data<std::int64_t>()[0], -1);
+    EXPECT_EQ(store.read_all_splits(), std::vector<std::string>(5, "unspecified"));
+    EXPECT_EQ(store.split_counts(), (std::map<std::string, std::int64_t>{{"unspecified", 5}}));
+    EXPECT_TRUE(store.template_ids().empty());
+    fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
+    EXPECT_TRUE(fstore::h5::exists(f, "templates"));
+    EXPECT_EQ(fstore::h5::chunk_dims(fstore::h5::open_dataset(f, "labels")), std::vector<hsize_t>{4096});
+}
+
+TEST_F(StoreTest, TrimsUnequalAndTornRows) {
+    { make_store(9, 0); }
+    {
+        // image_features two rows longer than the rest: those rows are not complete.
+        auto f = raw_open();
+        auto dset = fstore::h5::open_dataset(f, "image_features");
+        hsize_t dims[2] = {11, D};
+        ASSERT_GE(H5Dset_extent(dset, dims), 0);
+        // And the last row of the others is torn: extents grown but id/split never written.
+        for (const char* name : {"image_features", "image_token_features", "ids", "labels", "split"}) {
+            auto d = fstore::h5::open_dataset(f, name);
+            auto shape = fstore::h5::dims(d);
+            shape[0] = std::max<hsize_t>(shape[0], 10);
+            ASSERT_GE(H5Dset_extent(d, shape.data()), 0);
+        }
+    }
+    {
+        auto store = FeatureStore::open(path_);  // read-only sees only complete rows
+        EXPECT_EQ(store.rows(), 9);
+    }
+    {
+        auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+        EXPECT_EQ(store.rows(), 9);
+        store.append_batch(make_rows(9, 1, "val").batch());
+    }
+    fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
+    for (const char* name : {"image_features", "image_token_features", "ids", "labels", "split"})
+        EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, name))[0], 10u) << name;
+    auto store = FeatureStore::open(path_);
+    expect_cls_row(store.read_rows(Column::image_features, {9}), 0, 9);
+    EXPECT_EQ(store.split_counts(), (std::map<std::string, std::int64_t>{{"train", 9}, {"val", 1}}));
+}
+
+TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
+    EXPECT_THROW(FeatureStore::open(dir_ / "absent.h5"), fstore::NotFoundError);
+    try {
+        FeatureStore::open(dir_);
+        FAIL();
+    } catch (const fstore::NotFoundError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("directory"));
+    }
+    std::ofstream(dir_ / "text.h5") << "not hdf5 at all\n";
+    try {
+        FeatureStore::open(dir_ / "text.h5");
+        FAIL();
+    } catch (const fstore::FormatError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("not an HDF5 file"));
+    }
+    {
+        fstore::h5::init();
+        fstore::h5::File f(H5Fcreate((dir_ / "other.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "create");
+        fstore::h5::create_group(f, "something");
+    }
+    try {
+        FeatureStore::open(dir_ / "other.h5", FeatureStore::Access::read_write);
+        FAIL();
+    } catch (const fstore::FormatError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("no /image_features"));
+    }
+    EXPECT_THROW(FeatureStore::open_or_create(dir_ / "no" / "such" / "dir.h5", {D, T}), fstore::NotFoundError);
+}
+
+TEST_F(StoreTest, LockedWhileAnotherProcessWrites) {
+    { make_store(2, 0); }
+    int ready[2], release[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    ASSERT_EQ(::pipe(release), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        int code = 0;
+        try {
+            auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+            char c = 'r';
+            (void)!::write(ready[1], &c, 1);
+            (void)!::read(release[0], &c, 1);
+        } catch (...) {
+            code = 1;
+        }
+        ::_exit(code);
+    }
+    char c = 0;
+    ASSERT_EQ(::read(ready[0], &c, 1), 1);
+    try {
+        FeatureStore::open(path_);
+        ADD_FAILURE() << "expected LockedError";
+    } catch (const fstore::LockedError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("being written by another process"));
+    }
+    EXPECT_THROW(FeatureStore::open(path_, FeatureStore::Access::read_write), fstore::LockedError);
+    (void)!::write(release[1], &c, 1);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_EQ(FeatureStore::open(path_).rows(), 2);  // free again once the writer is gone
+}
+
+TEST_F(StoreTest, MoveOnly) {
+    static_assert(!std::is_copy_constructible_v<FeatureStore>);
+    auto a = make_store(1, 0);
+    FeatureStore b = std::move(a);
+    EXPECT_EQ(b.rows(), 1);
+    EXPECT_THROW((void)a.rows(), fstore::UsageError);  // NOLINT(bugprone-use-after-move)
+}
+
+TEST(LzfCodec, RoundTripsAndRefusesIncompressible) {
+    std::vector<std::uint8_t> data(4096);
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i % 7);
+    std::vector<std::uint8_t> packed(data.size()), back(data.size());
+    const auto n = fstore::lzf::compress(data.data(), data.size(), packed.data(), packed.size());
+    ASSERT_GT(n, 0u);
+    EXPECT_LT(n, data.size() / 4);
+    EXPECT_EQ(fstore::lzf::decompress(packed.data(), n, back.data(), back.size()), data.size());
+    EXPECT_EQ(back, data);
+
+    std::mt19937 rng(7);
+    for (auto& b : data) b = static_cast<std::uint8_t>(rng());
+    EXPECT_EQ(fstore::lzf::compress(data.data(), data.size(), packed.data(), packed.size()), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+// One check at ConceptCLIP's real shape (D=1152, T_img=729): random-like tokens that lzf
+// cannot shrink (chunks stored raw), rows spanning token chunks, reads of scattered rows.
+TEST_F(StoreTest, RealisticShapeRoundTrip) {
+    constexpr std::int64_t d = 1152, t = 729, n = 10;
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal;
+    std::vector<std::uint16_t> cls(n * d), tokens(n * t * d);
+    for (auto& v : cls) v = fstore::float_to_half(normal(rng));
+    for (auto& v : tokens) v = fstore::float_to_half(normal(rng));
+    std::vector<std::int64_t> labels(n, 2);
+    {
+        auto store = FeatureStore::open_or_create(path_, {d, t});
+        for (std::int64_t start : {0, 3}) {  // rows 0-2, then 3-9: the second append completes a chunk
+            const std::int64_t count = start == 0 ? 3 : n - 3;
+            std::vector<std::string> splits(static_cast<std::size_t>(count), "train");
+            fstore::RowBatch batch;
+            batch.rows = count;
+            batch.image_features = cls.data() + start * d;
+            batch.image_token_features = tokens.data() + start * t * d;
+            batch.labels = labels.data();
+            batch.splits = &splits;
+            store.append_batch(batch);
+        }
+    }
+    auto store = FeatureStore::open(path_);
+    const std::vector<std::int64_t> rows{9, 1, 5, 1};
+    const auto got = store.read_rows(Column::image_token_features, rows);
+    ASSERT_EQ(got.shape, (std::vector<std::int64_t>{4, t, d}));
+    for (std::size_t i = 0; i < rows.size(); ++i)
+        EXPECT_EQ(0, std::memcmp(got.data<std::uint16_t>() + i * t * d,
+                                 tokens.data() + rows[i] * t * d, t * d * sizeof(std::uint16_t)))
+            << "row " << rows[i];
+    const auto got_cls = store.read_rows(Column::image_features, {4});
+    EXPECT_EQ(0, std::memcmp(got_cls.data<std::uint16_t>(), cls.data() + 4 * d, d * 2));
+}
+
+}  // namespace

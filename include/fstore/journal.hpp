@@ -13,6 +13,26 @@
 // The file format does not change: h5py and stock HDF5 tools read the files as usual.
 // The driver also takes an exclusive flock(2) on the file, like HDF5's sec2 driver does for
 // writers, so readers using the default driver and a second writer are kept out.
+//
+// Contracts beyond the above:
+// - H5Fclose commits: a clean close leaves the file as HDF5 wrote it, as sec2 would. If a
+//   driver write failed since the last commit, the close rolls back to that commit instead.
+// - A new file (H5Fcreate) has committed size 0 until its first commit: create the schema,
+//   H5Fflush, commit. A writer killed before that is rolled back to an empty (0-byte) file.
+// - Opening for writing rolls back a journal left behind (under the lock), so a store is
+//   never extended from a half-written state. Readers are not protected: call recover()
+//   before opening read-only, or open for writing once.
+// - The writer lock is taken when HDF5 asks for it (file locking on, the default), and always
+//   while creating a file or rolling back; it is kept while a transaction is open. Opening a
+//   file that another process writes fails (the store maps that to LockedError).
+// - HDF5 marks the superblock "open for writing" when it opens a file for writing and
+//   clears the mark at close; commits in between include the mark. With the default library
+//   version bounds (superblock v0/v2) the mark is ignored. With H5F_LIBVER_V110/LATEST
+//   (superblock v3) a file rolled back after a crash needs `h5clear -s` before HDF5 1.10
+//   opens it, exactly as after a crash without the journal.
+// - One writer per file. A process writing a file must not open it a second time: HDF5
+//   rewrites the superblock on opening for writing, so a transaction is open from then on
+//   and the second open fails on the lock.
 #pragma once
 
 #include <filesystem>
@@ -30,11 +50,17 @@ std::filesystem::path journal_path(const std::filesystem::path& path);
 hid_t file_access_plist(bool durable = false);
 
 // Makes everything written to `file` since the last commit permanent. Call it right after
-// H5Fflush(file, H5F_SCOPE_GLOBAL). `file` must have been opened with file_access_plist().
+// H5Fflush(file, H5F_SCOPE_GLOBAL). `file` must have been opened with file_access_plist()
+// (fstore::UsageError otherwise). The commit point is the removal of the journal. With
+// nothing written since the last commit it makes no system call.
 void commit(hid_t file);
 
 // Rolls `path` back to its last commit if a journal was left behind. Returns true when it
-// did. Throws fstore::FormatError when the journal is unreadable beyond its torn tail.
+// found one (and rolled back what it recorded). Throws fstore::FormatError when the journal
+// is unreadable beyond its torn tail, fstore::LockedError when another process is writing
+// `path` (its journal is live), and fstore::NotFoundError when the journal is there but
+// `path` is not. Cheap when there is no journal (one stat). Safe to repeat if it is itself
+// interrupted.
 bool recover(const std::filesystem::path& path);
 
 }  // namespace fstore::journal

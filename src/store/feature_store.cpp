@@ -16,6 +16,7 @@
 #include "fstore/error.hpp"
 #include "fstore/h5.hpp"
 #include "fstore/lzf_filter.hpp"
+#include "fstore/store_writer.hpp"
 #ifdef FSTORE_HAVE_JOURNAL
 #include "fstore/journal.hpp"
 #endif
@@ -304,6 +305,15 @@ public:
     std::array<h5::Dataset, column_count> columns;
     // Rows per split in order of first appearance (json.dumps keeps dict order); writable only.
     std::vector<std::pair<std::string, std::int64_t>> counts;
+    // The parallel chunk writer of append_batch; made on first use (read-only opens and
+    // stores that never append start no threads).
+    ChunkWriterOptions writer_options;
+    std::unique_ptr<ChunkWriter> writer;
+
+    ChunkWriter& chunk_writer() {
+        if (!writer) writer = std::make_unique<ChunkWriter>(writer_options);
+        return *writer;
+    }
 
     hid_t column(Column c) const { return columns[index_of(c)].get(); }
     bool has(Column c) const { return columns[index_of(c)].valid(); }
@@ -588,6 +598,17 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access) {
     auto impl = std::make_unique<Impl>();
     impl->path = path;
     impl->writable = access == Access::read_write;
+#ifdef FSTORE_HAVE_JOURNAL
+    // A reader that finds a killed writer's journal rolls it back, as SQLite readers do: the
+    // result is the last committed store, which is what the reader should see. Without write
+    // permission it cannot, and says how to fix it.
+    if (!impl->writable && fs::exists(journal::journal_path(path)) &&
+        ::access(path.c_str(), W_OK) == 0) {
+        journal::recover(path);
+        spdlog::info("store {}: rolled back an unfinished commit left by a killed writer",
+                     quoted(path));
+    }
+#endif
     impl->file = open_file(path, impl->writable);
 #ifdef FSTORE_HAVE_JOURNAL
     if (!impl->writable && fs::exists(journal::journal_path(path)))
@@ -703,10 +724,16 @@ void FeatureStore::append_batch(const RowBatch& batch) {
         h5::Datatype half = h5::half_type();
         // Features first, ids and split last: a torn append (without the journal) then shows
         // fill values where the completeness check looks.
-        write_rows(s.column(Column::image_features), half, start, count,
-                   row_shape(Column::image_features, s.layout), batch.image_features);
-        write_rows(s.column(Column::image_token_features), half, start, count,
-                   row_shape(Column::image_token_features, s.layout), batch.image_token_features);
+        // The two feature columns hold nearly all the bytes: compressed in parallel and
+        // written as whole chunks (store_writer.hpp). The commit below comes after them.
+        ChunkWriter& writer = s.chunk_writer();
+        for (Column c : {Column::image_features, Column::image_token_features}) {
+            const std::size_t row_bytes = row_elements(c, s.layout) * sizeof(std::uint16_t);
+            const void* rows = c == Column::image_features ? batch.image_features
+                                                           : batch.image_token_features;
+            writer.write_rows(s.column(c), half, start, count, row_bytes, rows,
+                              writer.policy(index_of(c)));
+        }
         std::vector<std::int64_t> values(count, missing_label);
         if (batch.labels != nullptr) std::copy(batch.labels, batch.labels + count, values.begin());
         write_rows(s.column(Column::labels), H5T_NATIVE_INT64, start, count, {}, values.data());
@@ -1049,6 +1076,17 @@ void FeatureStore::set_json_attribute(const std::string& name, const nlohmann::j
 void FeatureStore::commit() {
     Impl& s = use(impl_);
     s.commit();
+}
+
+void FeatureStore::set_writer_options(const ChunkWriterOptions& options) {
+    Impl& s = use(impl_);
+    s.writer_options = options;
+    s.writer.reset();  // the next append starts a writer with these options
+}
+
+ChunkWriterStats FeatureStore::writer_stats() const {
+    Impl& s = use(impl_);
+    return s.writer ? s.writer->stats() : ChunkWriterStats{};
 }
 
 }  // namespace fstore

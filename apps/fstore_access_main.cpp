@@ -1,0 +1,271 @@
+// fstore-access: reads a feature store from the command line (the reference reader's
+// subcommands plus `verify`). Parsing and printing only; the work is in fstore/query.hpp.
+#include <cstdint>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "fstore/cli.hpp"
+#include "fstore/error.hpp"
+#include "fstore/npy.hpp"
+#include "fstore/query.hpp"
+
+namespace {
+
+constexpr const char* kFooter = R"(Examples:
+  fstore-access summarize
+  fstore-access --path runs/conceptclip_features.h5 templates
+  fstore-access sample -1 --out last.npz
+  fstore-access batch --split val --feature image --idx 0:100 --out val_cls.npy
+  fstore-access batch --split test --feature label --idx 0 5 -1 --json
+  fstore-access batch --feature patches --idx ::-50 --out tokens.npy
+  fstore-access fetch --concept --concept-list "Round nucleus" "Pale cytoplasm" --out concepts.npz
+  fstore-access fetch --template label_prompts_t01 --feature tokens
+  fstore-access verify --json
+
+Exit codes: 0 ok, 1 verify found problems, 2 bad arguments (unknown option, split, feature
+or template; index out of range), 3 file not found, 4 not HDF5 / not an fstore store,
+5 store locked by a running writer, 70 internal error.)";
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+    std::string out = "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        if (i) out += ", ";
+        out += std::to_string(shape[i]);
+    }
+    if (shape.size() == 1) out += ",";
+    return out + ")";
+}
+
+void print_json(const nlohmann::json& value) {
+    std::cout << value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+}
+
+struct Options {
+    std::string path = "./conceptclip_features.h5";
+    std::string log_level = "warn";
+    bool json = false;
+    int max_templates = 3;
+    std::int64_t index = 0;
+    std::string out;
+    std::string split = "all";
+    std::string feature = "image";
+    std::vector<std::string> idx;
+    std::vector<std::string> template_ids;
+    bool concept_only = false;
+    bool label_only = false;
+    std::vector<std::string> concept_list;
+    std::string text_feature = "text";
+};
+
+int run_summarize(const Options& o) {
+    const auto summary = fstore::summarize(o.path, o.max_templates);
+    if (o.json) {
+        print_json(fstore::to_json(summary));
+        return 0;
+    }
+    std::cout << "image_features: " << shape_text(summary.image_features_shape) << " float16\n";
+    std::cout << "first ids: [";
+    for (std::size_t i = 0; i < summary.first_ids.size(); ++i) std::cout << (i ? ", " : "") << summary.first_ids[i];
+    std::cout << "]\nsplit counts:";
+    if (summary.split_counts.empty()) std::cout << " (none)";
+    for (const auto& [name, count] : summary.split_counts) std::cout << ' ' << name << '=' << count;
+    std::cout << "\ntemplates (" << summary.templates.size() << " of " << summary.template_count << "):";
+    for (const auto& id : summary.templates) std::cout << ' ' << id;
+    std::cout << "\n\n" << fstore::render_tree(summary.tree);
+    return 0;
+}
+
+int run_templates(const Options& o) {
+    const auto ids = fstore::list_templates(fstore::open_store(o.path));
+    if (o.json) {
+        print_json({{"templates", ids}});
+        return 0;
+    }
+    for (const auto& id : ids) std::cout << id << '\n';
+    return 0;
+}
+
+int run_sample(const Options& o) {
+    const auto store = fstore::open_store(o.path);
+    const auto result = fstore::sample(store, o.index, !o.out.empty());
+    if (!o.out.empty()) {
+        fstore::npy::write_npz(o.out, {{"image_feature", *result.image_feature},
+                                       {"image_token_feature", *result.image_token_feature}});
+    }
+    if (o.json) {
+        print_json(fstore::to_json(result));
+    } else {
+        std::cout << "index " << result.index << ": id " << result.id << ", label " << result.label << ", split "
+                  << result.split << "\nimage_feature: " << shape_text(result.image_feature_shape)
+                  << "\nimage_token_feature: " << shape_text(result.image_token_feature_shape) << '\n';
+        if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
+    }
+    return 0;
+}
+
+int run_batch(const Options& o) {
+    const auto store = fstore::open_store(o.path);
+    fstore::BatchRequest request;
+    request.split = o.split;
+    request.feature = fstore::parse_feature(o.feature);
+    request.selection = fstore::parse_index_selection(o.idx);
+    const auto plan = fstore::plan_batch(store, request);
+    if (o.json) {
+        const auto array = fstore::read_batch(store, plan);
+        if (!o.out.empty()) fstore::npy::write_npy(o.out, array);
+        print_json(fstore::batch_json(array));
+        return 0;
+    }
+    if (!o.out.empty()) fstore::write_batch_npy(store, plan, o.out);
+    std::cout << fstore::feature_name(request.feature) << " rows of " << (o.split == "all" ? "all splits" : "split '" + o.split + "'")
+              << ": shape " << shape_text(plan.shape) << ' ' << fstore::dtype_name(plan.dtype) << '\n';
+    if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
+    return 0;
+}
+
+int run_fetch(const Options& o) {
+    const auto store = fstore::open_store(o.path);
+    fstore::FetchRequest request;
+    request.template_ids = o.template_ids;
+    request.concept_only = o.concept_only;
+    request.label_only = o.label_only;
+    request.concept_list = o.concept_list;
+    request.token_features = o.text_feature == "tokens";
+    const auto result = fstore::fetch(store, request, !o.out.empty());
+    for (const auto& name : result.unknown_concepts) {
+        spdlog::warn("unknown concept '{}' skipped: names must match the store's concept_texts exactly", name);
+    }
+    if (!o.out.empty()) {
+        std::vector<std::pair<std::string, fstore::Array>> members;
+        for (const auto& t : result.templates) members.emplace_back(t.id, *t.values);
+        fstore::npy::write_npz(o.out, members);
+    }
+    if (o.json) {
+        print_json(fstore::to_json(result));
+        return 0;
+    }
+    for (const auto& t : result.templates) std::cout << t.id << ": " << shape_text(t.shape) << " float32\n";
+    if (result.templates.empty()) std::cout << "no templates stored\n";
+    if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
+    return 0;
+}
+
+int run_clear_templates(const Options& o) {
+    const auto removed = fstore::clear_templates(o.path);
+    if (o.json) {
+        print_json({{"removed", removed}});
+        return 0;
+    }
+    std::cout << "removed " << removed.size() << " template" << (removed.size() == 1 ? "" : "s");
+    for (const auto& id : removed) std::cout << ' ' << id;
+    std::cout << '\n';
+    return 0;
+}
+
+int run_verify(const Options& o) {
+    const auto report = fstore::verify(o.path);
+    if (o.json) {
+        print_json(fstore::to_json(report));
+    } else {
+        for (const auto& finding : report.findings) std::cout << "FINDING: " << finding << '\n';
+        if (report.ok()) {
+            std::cout << "ok: " << report.rows << " rows; " << report.checks.size() << " checks passed\n";
+        } else {
+            std::cout << report.findings.size() << " finding" << (report.findings.size() == 1 ? "" : "s") << " in "
+                      << o.path << '\n';
+        }
+    }
+    return static_cast<int>(report.ok() ? fstore::ExitCode::ok : fstore::ExitCode::findings);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    CLI::App app{"fstore-access: read and check a ConceptCLIP feature store (an h5py-compatible HDF5 file\n"
+                 "written by fstore build or the Python reference pipeline).",
+                 "fstore-access"};
+    app.footer(kFooter);
+    app.require_subcommand(1, 1);
+    app.fallthrough();  // global options may also follow the subcommand
+    app.add_option("--path,--h5", o.path, "Store file to read")->capture_default_str();
+    app.add_option("--log-level", o.log_level, "Logging on stderr: trace, debug, info, warn, error or off")
+        ->capture_default_str();
+    const auto add_json = [&o](CLI::App* sub) {
+        sub->add_flag("--json", o.json, "Print the result as one JSON object on stdout");
+    };
+
+    auto* summarize = app.add_subcommand(
+        "summarize", "Shape of image_features, first ids, split counts, first templates and a tree of the file");
+    summarize->add_option("--max-templates", o.max_templates, "How many template ids to list")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    add_json(summarize);
+
+    auto* templates = app.add_subcommand("templates", "List the stored template ids, sorted");
+    add_json(templates);
+
+    auto* sample = app.add_subcommand("sample", "Id, label, split and feature shapes of one row");
+    sample->add_option("index", o.index, "Row number; negative counts from the end (-1 = last)")->required();
+    sample->add_option("--out", o.out, "Also write the row's features to FILE.npz (image_feature, image_token_feature)");
+    add_json(sample);
+
+    auto* batch = app.add_subcommand(
+        "batch", "Rows of one feature from a split; --idx counts within the split (numpy indexing)");
+    batch->add_option("--split", o.split, "all, train, val, test (or another split name in the store)")
+        ->capture_default_str();
+    batch->add_option("--feature", o.feature, "image (CLS, float16), patches (tokens, float16) or label (int64)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"image", "patches", "label"}));
+    batch->add_option("--idx", o.idx,
+                      "Indices (I J K, negative from the end) or one slice START:END[:STEP] (:10, -5:, ::2); "
+                      "default: every row of the split")
+        ->expected(1, -1);
+    batch->add_option("--out", o.out, "Write the rows to FILE.npy");
+    add_json(batch);
+
+    auto* fetch = app.add_subcommand("fetch", "Text features of templates (prints shapes; --out writes them)");
+    fetch->add_option("--template", o.template_ids, "Template ids (default: all)")->expected(1, -1);
+    auto* concept_flag = fetch->add_flag("--concept", o.concept_only, "Only templates whose id starts with 'concept'");
+    auto* label_flag = fetch->add_flag("--label", o.label_only, "Only templates whose id starts with 'label'");
+    concept_flag->excludes(label_flag);
+    fetch->add_option("--concept-list", o.concept_list,
+                      "Keep only these concepts' rows of concept templates, in this order (names from concept_texts)")
+        ->expected(1, -1);
+    fetch->add_option("--feature", o.text_feature, "text (text_features, K×D) or tokens (text_token_features, K×T×D)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"text", "tokens"}));
+    fetch->add_option("--out", o.out, "Write the features to FILE.npz, one array per template id");
+    add_json(fetch);
+
+    auto* clear = app.add_subcommand("clear-templates",
+                                     "Delete every template group (image features are never touched)");
+    add_json(clear);
+
+    auto* verify = app.add_subcommand(
+        "verify", "Check the store's integrity; exit 0 when clean, 1 when something is wrong");
+    add_json(verify);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);  // --help
+        std::cerr << "fstore-access: error: " << e.what() << " (see fstore-access --help)\n";
+        return static_cast<int>(fstore::ExitCode::usage);
+    }
+
+    return fstore::run_guarded([&]() -> int {
+        fstore::configure_logging(o.log_level);
+        if (summarize->parsed()) return run_summarize(o);
+        if (templates->parsed()) return run_templates(o);
+        if (sample->parsed()) return run_sample(o);
+        if (batch->parsed()) return run_batch(o);
+        if (fetch->parsed()) return run_fetch(o);
+        if (clear->parsed()) return run_clear_templates(o);
+        return run_verify(o);
+    });
+}

@@ -1,0 +1,214 @@
+// Query: everything `fstore-access` does, as functions that return values.
+//
+// The reference reader (database_access_main, docs/reference-store.md "Reader behaviour")
+// offers summarize, templates, sample, batch, fetch and clear-templates; fstore adds
+// verify. Each is a function here returning a struct or nlohmann::json; printing, option
+// parsing and exit codes live in apps/fstore_access_main.cpp.
+//
+// Contracts:
+// - Reads only what is asked: shapes come from the store's metadata; feature rows are read
+//   only when the caller wants the values (JSON data or an --out file), through
+//   FeatureStore::read_rows, which reads just the chunks that hold them. `sample` reads one
+//   row, never the whole token dataset; large `batch` outputs stream block by block.
+// - Bad input throws the classes of error.hpp with one-line messages: NotFoundError (no such
+//   file, a directory), FormatError (not HDF5 / not a store), LockedError (a writer holds
+//   it), UsageError (index out of range naming the valid range, unknown split / feature /
+//   template, --concept with --label). Nothing here writes to the store except
+//   clear_templates.
+// - Indices follow numpy: negative indices count from the end; slices START:END[:STEP] clamp
+//   to the length, allow negative steps and omitted parts (":10", "-5:", "::2", "::-1").
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fstore/feature_store.hpp"
+
+namespace fstore {
+
+// ---- opening ----------------------------------------------------------------------------
+
+// FeatureStore::open with the checks that make the messages clear: NotFoundError for a
+// missing path or a directory, then the store's own FormatError / LockedError.
+FeatureStore open_store(const std::filesystem::path& path,
+                        FeatureStore::Access access = FeatureStore::Access::read_only);
+
+// ---- index selections (numpy semantics) -------------------------------------------------
+
+struct Slice {
+    std::optional<std::int64_t> start, stop, step;  // omitted parts stay empty
+};
+
+// What `--idx` asked for: every row (no --idx), a list of indices, or one slice.
+struct IndexSelection {
+    enum class Kind { all, list, slice };
+    Kind kind = Kind::all;
+    std::vector<std::int64_t> indices;  // kind == list, as given (may be negative)
+    Slice slice;                        // kind == slice
+};
+
+// Parses `--idx` values: integers ("3", "-1") or exactly one slice ("2:10", ":10", "-5:",
+// "::2", "10:2:-2"). Empty args = all. Throws UsageError for anything else, a zero step
+// or a slice mixed with other values.
+IndexSelection parse_index_selection(const std::vector<std::string>& args);
+
+// Maps one possibly negative index into 0..length-1. Throws UsageError naming the valid
+// range ("index 12 is out of range for the 10 rows of split 'train': use -10..9").
+std::int64_t normalize_index(std::int64_t index, std::int64_t length, const std::string& what);
+
+// Positions (0..length-1) a selection picks from a sequence of `length`, like numpy's
+// `a[sel]`: out-of-range list entries throw; slices clamp and may be empty.
+std::vector<std::int64_t> resolve_selection(const IndexSelection& selection, std::int64_t length,
+                                            const std::string& what);
+
+// ---- summarize --------------------------------------------------------------------------
+
+// One node of the file tree drawing: a group (with children) or a dataset.
+struct TreeNode {
+    std::string name;  // "/" for the root, else the link name
+    bool is_dataset = false;
+    std::vector<std::int64_t> shape;  // datasets
+    std::string dtype;                // datasets: numpy-like ("float16", "int64", "str", ...)
+    std::vector<std::string> attributes;  // attribute names, sorted
+    std::vector<TreeNode> children;       // groups, in name order (as h5py lists them)
+};
+
+struct Summary {
+    std::vector<std::int64_t> image_features_shape;  // (N, D)
+    std::int64_t rows = 0;
+    std::int64_t dim = 0;
+    std::int64_t image_tokens = 0;
+    std::vector<std::int64_t> first_ids;                // up to 5
+    std::map<std::string, std::int64_t> split_counts;  // from the split_counts attribute
+    std::vector<std::string> templates;                // first max_templates, sorted
+    std::int64_t template_count = 0;
+    std::map<std::string, AttributeValue> attributes;  // root attributes
+    TreeNode tree;
+};
+
+Summary summarize(const std::filesystem::path& path, int max_templates = 3);
+nlohmann::json to_json(const Summary& summary);  // rows, split_counts, D, T_img, templates, ...
+
+// Draws `tree` with ├── └── │ connectors, one line per group/dataset:
+// "├── image_features  (12, 8) float16" and "[attrs: D, T_img, ...]" for attributes.
+std::string render_tree(const TreeNode& tree);
+
+// Reads the HDF5 structure of `path` (names, shapes, types, attribute names; no data).
+TreeNode describe_file(const std::filesystem::path& path);
+
+// ---- templates --------------------------------------------------------------------------
+
+std::vector<std::string> list_templates(const FeatureStore& store);  // sorted
+
+// ---- sample -----------------------------------------------------------------------------
+
+struct SampleResult {
+    std::int64_t index = 0;  // normalized (non-negative) row
+    std::int64_t id = 0;
+    std::int64_t label = 0;
+    std::string split;
+    std::vector<std::int64_t> image_feature_shape;        // (D)
+    std::vector<std::int64_t> image_token_feature_shape;  // (T_img, D)
+    std::optional<Array> image_feature;                   // with_data only, shape (D)
+    std::optional<Array> image_token_feature;             // with_data only, shape (T_img, D)
+};
+
+// Row `index` (negative counts from the end) of the whole store. Feature rows are read only
+// when `with_data`.
+SampleResult sample(const FeatureStore& store, std::int64_t index, bool with_data);
+nlohmann::json to_json(const SampleResult& result);  // index, id, label, split, *_shape
+
+// ---- batch ------------------------------------------------------------------------------
+
+enum class Feature { image, patches, label };
+Feature parse_feature(const std::string& name);  // "image" | "patches" | "label"
+const char* feature_name(Feature feature);
+
+struct BatchRequest {
+    std::string split = "all";  // "all" or a split name (train, val, test, or one in the store)
+    Feature feature = Feature::image;
+    IndexSelection selection;  // relative to the split's rows
+};
+
+// Which store rows a batch reads, and the array it produces.
+struct BatchPlan {
+    Column column = Column::image_features;
+    DType dtype = DType::f16;
+    std::vector<std::int64_t> rows;   // store rows, in output order
+    std::vector<std::int64_t> shape;  // (rows.size(), per-row shape...)
+};
+
+// Resolves split and indices against the store. Throws UsageError for an unknown split or
+// an out-of-range index.
+BatchPlan plan_batch(const FeatureStore& store, const BatchRequest& request);
+Array read_batch(const FeatureStore& store, const BatchPlan& plan);
+// Streams the rows into a .npy file, a block of rows at a time.
+void write_batch_npy(const FeatureStore& store, const BatchPlan& plan, const std::filesystem::path& out);
+// {"shape", "dtype", "data"}: data as nested lists; half values are printed exactly (the
+// shortest decimal that reads back as the same double, e.g. 0.0999755859375).
+nlohmann::json batch_json(const Array& array);
+
+// Nested JSON lists of an array's values (f16 converted exactly to double).
+nlohmann::json array_values_json(const Array& array);
+
+// ---- fetch ------------------------------------------------------------------------------
+
+struct FetchRequest {
+    std::vector<std::string> template_ids;   // empty: every template
+    bool concept_only = false;               // ids starting with "concept"
+    bool label_only = false;                 // ids starting with "label"; exclusive with concept_only
+    std::vector<std::string> concept_list;   // keep these concepts' rows, in this order
+    bool token_features = false;             // text_token_features instead of text_features
+};
+
+struct FetchedTemplate {
+    std::string id;
+    std::vector<std::int64_t> shape;
+    std::optional<Array> values;  // with_data only (float32)
+};
+
+struct FetchResult {
+    std::vector<FetchedTemplate> templates;     // sorted by id
+    std::vector<std::string> unknown_concepts;  // --concept-list names not in concept_texts
+};
+
+// Text features of the matching templates. --concept-list applies to concept templates
+// (ids starting with "concept"), whose rows follow the stored `concept_texts` order; label
+// templates are returned whole. Throws UsageError for an unknown template id, for
+// concept_only with label_only, for concept_list with label_only, when no listed concept
+// is known, when no template matches, and for token features of a template stored without
+// them.
+FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool with_data);
+nlohmann::json to_json(const FetchResult& result);  // {"templates": {ID: {"shape": [...]}}}
+
+// ---- clear-templates ----------------------------------------------------------------------
+
+// Deletes every template group (recreating an empty templates/); image datasets are never
+// touched. Returns the ids that were removed.
+std::vector<std::string> clear_templates(const std::filesystem::path& path);
+
+// ---- verify -----------------------------------------------------------------------------
+
+struct VerifyReport {
+    std::int64_t rows = 0;
+    std::vector<std::string> checks;    // what was checked, one line each
+    std::vector<std::string> findings;  // problems, one line each
+    bool ok() const { return findings.empty(); }
+};
+
+// Checks a store's integrity: the five datasets have equal lengths; ids are 0..N-1; the
+// split_counts attribute equals the counts in `split`; each template's K, D, T_txt
+// attributes match its datasets and texts_hash matches its texts. Problems are findings,
+// not exceptions; only inputs that are no store at all (missing, not HDF5, no
+// /image_features) or locked throw.
+VerifyReport verify(const std::filesystem::path& path);
+nlohmann::json to_json(const VerifyReport& report);  // {"ok", "findings", "rows", "checks"}
+
+}  // namespace fstore

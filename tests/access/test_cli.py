@@ -1,0 +1,445 @@
+"""fstore-access, end to end: the real binary on (a) a store written by the h5py reference
+writer (tests/python/fstore_ref/store.py) and (b) one written by fstore's FeatureStore
+(fstore_access_make_store). Every value the CLI prints or writes is compared with h5py's
+read of the same file; numpy is the oracle for index semantics.
+
+Run by ctest (fstore_access_cli) with Debian's python3; needs FSTORE_BINARY_DIR and
+FSTORE_SOURCE_DIR in the environment.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import h5py
+import numpy as np
+
+SOURCE_DIR = os.environ["FSTORE_SOURCE_DIR"]
+BINARY_DIR = os.environ["FSTORE_BINARY_DIR"]
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "python"))
+from fstore_ref import store as ref  # noqa: E402
+
+BIN = os.path.join(BINARY_DIR, "apps", "fstore-access")
+MAKE_STORE = os.path.join(BINARY_DIR, "tests", "access", "fstore_access_make_store")
+ROWS = {"train": 70, "val": 9, "test": 7}  # crosses the 64-row CLS chunk and 4-row token chunks
+D, T = 8, 4
+
+EXIT_FINDINGS, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_FORMAT, EXIT_LOCKED = 1, 2, 3, 4, 5
+
+
+def run(path, *args):
+    cmd = [BIN] + (["--path", path] if path is not None else []) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def run_json(test, path, *args):
+    p = run(path, *args, "--json")
+    test.assertEqual(p.returncode, 0, p.stderr)
+    return json.loads(p.stdout)
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def oracle_selection(idx):
+    """What numpy's a[...] takes for an --idx argument list."""
+    if not idx:
+        return slice(None)
+    if len(idx) == 1 and ":" in idx[0]:
+        return slice(*[int(p) if p else None for p in idx[0].split(":")])
+    return np.array([int(i) for i in idx], dtype=np.int64)
+
+
+def h5_column(stored, feature):
+    return {"image": stored["image_features"], "patches": stored["image_token_features"],
+            "label": stored["labels"]}[feature]
+
+
+def write_fstore_store(path):
+    subprocess.run([MAKE_STORE, path, "--train", str(ROWS["train"]), "--val", str(ROWS["val"]),
+                    "--test", str(ROWS["test"]), "--dim", str(D), "--tokens", str(T)], check=True)
+
+
+def write_h5py_store(path):
+    ref.write_reference_store(path, ROWS, D=D, T=T, concept_templates=2, label_templates=1, text_tokens=6)
+
+
+class StoreCases:
+    """Read-only checks, run on both writers' stores. The store must be unchanged after each."""
+
+    writer = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fstore_access_cli_")
+        cls.path = os.path.join(cls.tmp, "store.h5")
+        cls.writer(cls.path)
+        cls.stored = ref.read_store(cls.path)
+        cls.n = len(cls.stored["ids"])
+        cls.checksum = sha(cls.path)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def tearDown(self):
+        self.assertEqual(sha(self.path), self.checksum, "a read-only command changed the store")
+
+    def fail_with(self, code, *args, path=None, needle=None):
+        p = run(self.path if path is None else path, *args)
+        self.assertEqual(p.returncode, code, f"{args}: stdout={p.stdout!r} stderr={p.stderr!r}")
+        lines = p.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, f"{args}: want one stderr line, got {p.stderr!r}")
+        if needle:
+            self.assertIn(needle, lines[0])
+        return lines[0]
+
+    # ---- summarize / templates ----------------------------------------------------------
+    def test_summarize_json(self):
+        j = run_json(self, self.path, "summarize")
+        with h5py.File(self.path, "r") as f:
+            self.assertEqual(j["rows"], f["image_features"].shape[0])
+            self.assertEqual(j["image_features_shape"], list(f["image_features"].shape))
+            self.assertEqual(j["D"], int(f.attrs["D"]))
+            self.assertEqual(j["T_img"], int(f.attrs["T_img"]))
+            self.assertEqual(j["split_counts"], json.loads(f.attrs["split_counts"]))
+            self.assertEqual(j["first_ids"], f["ids"][:5].tolist())
+            self.assertEqual(j["templates"], sorted(f["templates"].keys())[:3])
+            self.assertEqual(j["template_count"], len(f["templates"]))
+            self.assertEqual(sorted(j["attributes"]), sorted(f.attrs.keys()))
+            self.assertEqual(j["attributes"]["concept_texts"], f.attrs["concept_texts"])
+        self.assertEqual(run_json(self, self.path, "summarize", "--max-templates", "1")["templates"],
+                         sorted(self.stored["templates"])[:1])
+
+    def test_summarize_text_has_tree(self):
+        p = run(self.path, "summarize")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout
+        self.assertIn(f"image_features: ({self.n}, {D}) float16", out)
+        self.assertIn("├── ", out)
+        self.assertIn("└── ", out)
+        self.assertIn("│   ", out)
+        self.assertIn(f"image_token_features  ({self.n}, {T}, {D}) float16", out)
+        self.assertIn(f"ids  ({self.n},) int64", out)
+        self.assertIn(f"split  ({self.n},) str", out)
+        self.assertIn("[attrs: ", out)
+        self.assertIn("texts_hash", out)  # template group attribute names
+        for tid in self.stored["templates"]:
+            self.assertIn(tid + "/", out)
+
+    def test_templates(self):
+        self.assertEqual(run_json(self, self.path, "templates"), {"templates": sorted(self.stored["templates"])})
+        p = run(None, "--h5", self.path, "templates")  # alias of --path
+        self.assertEqual(p.stdout.split(), sorted(self.stored["templates"]))
+
+    # ---- sample -----------------------------------------------------------------------------
+    def test_sample(self):
+        for index in (0, 5, self.n - 1, -1, -self.n):
+            with self.subTest(index=index):
+                j = run_json(self, self.path, "sample", str(index))
+                row = index % self.n
+                self.assertEqual(set(j), {"index", "id", "label", "split", "image_feature_shape",
+                                          "image_token_feature_shape"})
+                self.assertEqual(j["index"], row)
+                self.assertEqual(j["id"], int(self.stored["ids"][row]))
+                self.assertEqual(j["label"], int(self.stored["labels"][row]))
+                self.assertEqual(j["split"], self.stored["split"][row])
+                self.assertEqual(j["image_feature_shape"], [D])
+                self.assertEqual(j["image_token_feature_shape"], [T, D])
+
+    def test_sample_out(self):
+        out = os.path.join(self.tmp, "sample.npz")
+        p = run(self.path, "sample", "-3", "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        z = np.load(out)
+        self.assertEqual(sorted(z.files), ["image_feature", "image_token_feature"])
+        for key, column in (("image_feature", "image_features"), ("image_token_feature", "image_token_features")):
+            want = self.stored[column][-3]
+            self.assertEqual(z[key].dtype, np.float16)
+            self.assertEqual(z[key].shape, want.shape)
+            self.assertTrue(np.array_equal(z[key].view(np.uint16), want.view(np.uint16)))
+
+    # ---- batch ------------------------------------------------------------------------------
+    def check_batch(self, split, feature, idx):
+        args = ["batch", "--split", split, "--feature", feature]
+        if idx:
+            args += ["--idx"] + idx
+        j = run_json(self, self.path, *args)
+        self.assertEqual(set(j), {"shape", "dtype", "data"})
+        want = h5_column(self.stored, feature)[ref.split_rows(self.stored, split)][oracle_selection(idx)]
+        self.assertEqual(j["shape"], list(want.shape))
+        self.assertEqual(j["dtype"], str(want.dtype))
+        got = np.array(j["data"], dtype=np.float64).reshape(want.shape)
+        self.assertTrue(np.array_equal(got, want.astype(np.float64)), f"{args}")
+        return want
+
+    def test_batch_values_match_h5py(self):
+        idx_forms = [[], ["0"], ["0", "2", "-1"], ["1:4"], [":10"], ["-5:"], ["::2"], ["::-1"], ["5:1:-2"],
+                     ["-100:100:3"], ["7:2"]]
+        # Slice semantics are checked exhaustively against numpy in the gtests; here every
+        # split x feature is read once and two pairs go through every --idx form.
+        for split in ("all", "train", "val", "test"):
+            for feature in ("image", "patches", "label"):
+                forms = idx_forms if (split, feature) in (("train", "image"), ("val", "patches")) else [["0", "2", "-1"]]
+                for idx in forms:
+                    with self.subTest(split=split, feature=feature, idx=idx):
+                        self.check_batch(split, feature, idx)
+
+    def test_batch_out_npy(self):
+        for feature, idx in (("image", ["-5:"]), ("patches", ["::-3"]), ("label", ["4", "0", "-1"]),
+                             ("patches", [])):
+            with self.subTest(feature=feature, idx=idx):
+                out = os.path.join(self.tmp, f"batch_{feature}.npy")
+                args = ["batch", "--split", "train", "--feature", feature, "--out", out]
+                if idx:
+                    args += ["--idx"] + idx
+                p = run(self.path, *args)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                got = np.load(out)
+                want = h5_column(self.stored, feature)[ref.split_rows(self.stored, "train")][oracle_selection(idx)]
+                self.assertEqual(got.dtype, want.dtype)
+                self.assertEqual(got.shape, want.shape)
+                self.assertTrue(np.array_equal(got, want))
+                # --json with --out writes the same file
+                run_json(self, self.path, *args)
+                self.assertTrue(np.array_equal(np.load(out), want))
+
+    # ---- fetch ------------------------------------------------------------------------------
+    def expected_shape(self, tid, tokens=False):
+        t = self.stored["templates"][tid]
+        return list((t["text_token_features"] if tokens else t["text_features"]).shape)
+
+    def test_fetch_shapes(self):
+        ids = sorted(self.stored["templates"])
+        j = run_json(self, self.path, "fetch")
+        self.assertEqual(j, {"templates": {tid: {"shape": self.expected_shape(tid)} for tid in ids}})
+        j = run_json(self, self.path, "fetch", "--concept")
+        self.assertEqual(sorted(j["templates"]), [t for t in ids if t.startswith("concept")])
+        j = run_json(self, self.path, "fetch", "--label")
+        self.assertEqual(sorted(j["templates"]), [t for t in ids if t.startswith("label")])
+        j = run_json(self, self.path, "fetch", "--template", ids[1], ids[0])
+        self.assertEqual(sorted(j["templates"]), [ids[0], ids[1]])
+        j = run_json(self, self.path, "fetch", "--concept", "--feature", "tokens")
+        for tid, v in j["templates"].items():
+            self.assertEqual(v["shape"], self.expected_shape(tid, tokens=True))
+        p = run(self.path, "fetch", "--template", ids[0])
+        self.assertIn(f"{ids[0]}: ({self.expected_shape(ids[0])[0]}, {D})", p.stdout)
+
+    def test_fetch_concept_list_out(self):
+        with h5py.File(self.path, "r") as f:
+            concepts = json.loads(f.attrs["concept_texts"])
+        names = [concepts[-1], "not a concept", concepts[0]]
+        out = os.path.join(self.tmp, "fetch.npz")
+        p = run(self.path, "fetch", "--concept", "--concept-list", *names, "--out", out, "--json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("not a concept", p.stderr)  # a warning names the unknown concept
+        j = json.loads(p.stdout)
+        z = np.load(out)
+        concept_ids = sorted(t for t in self.stored["templates"] if t.startswith("concept"))
+        self.assertEqual(sorted(z.files), concept_ids)
+        for tid in concept_ids:
+            want = self.stored["templates"][tid]["text_features"][[len(concepts) - 1, 0]]
+            self.assertEqual(j["templates"][tid]["shape"], list(want.shape))
+            self.assertEqual(z[tid].dtype, np.float32)
+            self.assertTrue(np.array_equal(z[tid], want))
+
+    def test_fetch_out_all_tokens(self):
+        out = os.path.join(self.tmp, "tokens.npz")
+        p = run(self.path, "fetch", "--concept", "--feature", "tokens", "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        z = np.load(out)
+        for tid in z.files:
+            self.assertTrue(np.array_equal(z[tid], self.stored["templates"][tid]["text_token_features"]))
+
+    # ---- bad arguments on a good store --------------------------------------------------------
+    def test_usage_errors(self):
+        line = self.fail_with(EXIT_USAGE, "sample", str(self.n))
+        self.assertIn(f"-{self.n}..{self.n - 1}", line)
+        self.fail_with(EXIT_USAGE, "sample", str(-self.n - 1), needle=f"-{self.n}..{self.n - 1}")
+        self.fail_with(EXIT_USAGE, "batch", "--split", "val", "--idx", "9", needle="-9..8")
+        self.fail_with(EXIT_USAGE, "batch", "--split", "holdout", needle="holdout")
+        self.fail_with(EXIT_USAGE, "batch", "--feature", "pixels")
+        self.fail_with(EXIT_USAGE, "batch", "--idx", "1:2:0", needle="step")
+        self.fail_with(EXIT_USAGE, "batch", "--idx", "1:3", "5")
+        self.fail_with(EXIT_USAGE, "fetch", "--template", "no_such_template", needle="no_such_template")
+        self.fail_with(EXIT_USAGE, "fetch", "--concept", "--label")
+        self.fail_with(EXIT_USAGE, "fetch", "--feature", "pixels")
+        self.fail_with(EXIT_USAGE, "fetch", "--concept-list", "nothing known")
+        self.fail_with(EXIT_USAGE, "--log-level", "loud", "templates")
+        self.fail_with(EXIT_USAGE, "frobnicate")
+        self.fail_with(EXIT_USAGE, "sample")
+        self.fail_with(EXIT_USAGE)
+        out = os.path.join(self.tmp, "never.npy")
+        self.fail_with(EXIT_USAGE, "batch", "--idx", "1000", "--out", out)
+        self.assertFalse(os.path.exists(out), "a failed batch left an --out file")
+
+    def test_verify_clean(self):
+        j = run_json(self, self.path, "verify")
+        self.assertEqual(j["findings"], [])
+        self.assertIs(j["ok"], True)
+        p = run(self.path, "verify")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+class H5pyStore(StoreCases, unittest.TestCase):
+    writer = staticmethod(write_h5py_store)
+
+
+class FstoreStore(StoreCases, unittest.TestCase):
+    writer = staticmethod(write_fstore_store)
+
+
+class WritingCommands(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="fstore_access_cli_w_")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_clear_templates_keeps_image_data(self):
+        for name, writer in (("h5py", write_h5py_store), ("fstore", write_fstore_store)):
+            with self.subTest(writer=name):
+                path = os.path.join(self.tmp, name + ".h5")
+                writer(path)
+                before = ref.read_store(path)
+                self.assertTrue(before["templates"])
+                j = run_json(self, path, "clear-templates")
+                self.assertEqual(j["removed"], sorted(before["templates"]))
+                after = ref.read_store(path)
+                self.assertEqual(after["templates"], {})
+                with h5py.File(path, "r") as f:
+                    self.assertIsInstance(f["templates"], h5py.Group)
+                for key in ("image_features", "image_token_features", "ids", "labels"):
+                    self.assertTrue(np.array_equal(after[key], before[key]), key)
+                self.assertEqual(after["split"], before["split"])
+                self.assertEqual(after["attrs"]["split_counts"], before["attrs"]["split_counts"])
+                self.assertEqual(run_json(self, path, "templates"), {"templates": []})
+                self.assertEqual(run(path, "verify").returncode, 0)
+
+    def test_verify_broken_stores(self):
+        good = os.path.join(self.tmp, "good.h5")
+        write_h5py_store(good)
+        for kind in sorted(ref.BREAKAGES):
+            with self.subTest(kind=kind):
+                path = os.path.join(self.tmp, kind + ".h5")
+                shutil.copyfile(good, path)
+                ref.break_store(path, kind)
+                checksum = sha(path)
+                p = run(path, "verify", "--json")
+                self.assertEqual(p.returncode, EXIT_FINDINGS, p.stdout + p.stderr)
+                j = json.loads(p.stdout)
+                self.assertIs(j["ok"], False)
+                self.assertTrue(j["findings"])
+                p = run(path, "verify")
+                self.assertEqual(p.returncode, EXIT_FINDINGS)
+                self.assertIn("FINDING: ", p.stdout)
+                self.assertEqual(sha(path), checksum)
+
+
+class BadFiles(unittest.TestCase):
+    """Inputs that are no usable store: one stderr line, the documented code, file untouched."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fstore_access_cli_bad_")
+        cls.text = os.path.join(cls.tmp, "notes.h5")
+        with open(cls.text, "w") as f:
+            f.write("not an HDF5 file\n")
+        cls.other = os.path.join(cls.tmp, "other.h5")
+        with h5py.File(cls.other, "w") as f:
+            f.create_dataset("x", data=np.arange(3))
+        cls.good = os.path.join(cls.tmp, "good.h5")
+        write_h5py_store(cls.good)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    COMMANDS = (["summarize"], ["templates"], ["sample", "0"], ["batch"], ["fetch"], ["verify"],
+                ["clear-templates"])
+
+    def check(self, path, code, needle=None):
+        checksum = sha(path) if os.path.isfile(path) else None
+        for command in self.COMMANDS:
+            with self.subTest(path=os.path.basename(path), command=command):
+                p = run(path, *command)
+                self.assertEqual(p.returncode, code, p.stdout + p.stderr)
+                lines = p.stderr.strip().splitlines()
+                self.assertEqual(len(lines), 1, p.stderr)
+                if needle:
+                    self.assertIn(needle, lines[0])
+                self.assertNotIn("HDF5-DIAG", p.stderr)
+                if checksum:
+                    self.assertEqual(sha(path), checksum)
+
+    def test_missing_file(self):
+        self.check(os.path.join(self.tmp, "missing.h5"), EXIT_NOT_FOUND, "missing.h5")
+
+    def test_directory(self):
+        self.check(self.tmp, EXIT_NOT_FOUND, "directory")
+
+    def test_not_hdf5(self):
+        self.check(self.text, EXIT_FORMAT, "not an HDF5 file")
+
+    def test_hdf5_but_not_a_store(self):
+        self.check(self.other, EXIT_FORMAT, "not an fstore store")
+
+    def test_default_path(self):
+        p = subprocess.run([BIN, "templates"], capture_output=True, text=True, cwd=self.tmp)
+        self.assertEqual(p.returncode, EXIT_NOT_FOUND)
+        self.assertIn("conceptclip_features.h5", p.stderr)
+
+    def hold(self, command):
+        holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.assertEqual(holder.stdout.readline().strip(), "ready")
+        return holder
+
+    def test_locked_by_writer(self):
+        holders = {
+            "h5py": [sys.executable, "-c",
+                     "import h5py, sys, time\nf = h5py.File(sys.argv[1], 'r+')\nprint('ready', flush=True)\n"
+                     "time.sleep(60)\n", self.good],
+            "fstore": None,
+        }
+        fstore_path = os.path.join(self.tmp, "held.h5")
+        write_fstore_store(fstore_path)
+        holders["fstore"] = [MAKE_STORE, fstore_path, "--hold", "60"]
+        for name, command in holders.items():
+            path = self.good if name == "h5py" else fstore_path
+            holder = self.hold(command)
+            checksum = sha(path)  # after the holder opened it: HDF5 marks a file open for writing
+            try:
+                for args in (["templates"], ["sample", "0"], ["verify"], ["clear-templates"]):
+                    with self.subTest(writer=name, command=args):
+                        p = run(path, *args)
+                        self.assertEqual(p.returncode, EXIT_LOCKED, p.stdout + p.stderr)
+                        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+                        self.assertIn("another process", p.stderr)
+                self.assertEqual(sha(path), checksum)
+            finally:
+                holder.kill()
+                holder.wait()
+
+
+class Help(unittest.TestCase):
+    def test_help(self):
+        p = run(None, "--help")
+        self.assertEqual(p.returncode, 0)
+        for word in ("summarize", "templates", "sample", "batch", "fetch", "clear-templates", "verify",
+                     "--path", "--log-level", "Examples:", "Exit codes"):
+            self.assertIn(word, p.stdout)
+        p = run(None, "batch", "--help")
+        self.assertEqual(p.returncode, 0)
+        for word in ("--split", "--feature", "--idx", "--out", "--json"):
+            self.assertIn(word, p.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

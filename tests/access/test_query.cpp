@@ -1,0 +1,398 @@
+// Tests of the query library: numpy index semantics (checked against numpy itself), the
+// tree drawing, .npy/.npz output (loaded by numpy), and verify's findings on stores broken
+// on purpose (written by the h5py reference writer, tests/python/fstore_ref/store.py).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "fstore/error.hpp"
+#include "fstore/half.hpp"
+#include "fstore/npy.hpp"
+#include "fstore/query.hpp"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+namespace {
+
+// A fresh directory per test, removed afterwards.
+class TempDir {
+public:
+    TempDir() {
+        std::random_device rd;
+        path_ = fs::temp_directory_path() / ("fstore_access_test_" + std::to_string(rd()));
+        fs::create_directories(path_);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+};
+
+std::string read_file(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// Runs Debian's python3 with `script` (written to a file) and returns its stdout.
+std::string run_python(const TempDir& dir, const std::string& script, int* status = nullptr) {
+    const auto script_path = dir.path() / "script.py";
+    const auto out_path = dir.path() / "script.out";
+    std::ofstream(script_path) << script;
+    const std::string command = std::string("PYTHONPATH='") + FSTORE_SOURCE_DIR + "/tests/python' '" + FSTORE_PYTHON +
+                                "' '" + script_path.string() + "' > '" + out_path.string() + "'";
+    const int rc = std::system(command.c_str());
+    if (status) *status = rc;
+    else EXPECT_EQ(rc, 0) << "python failed: " << command;
+    return read_file(out_path);
+}
+
+fs::path write_reference_store(const TempDir& dir, const std::string& name, const std::string& args = "") {
+    const auto path = dir.path() / name;
+    const std::string command = std::string("'") + FSTORE_PYTHON + "' '" + FSTORE_SOURCE_DIR +
+                                "/tests/python/fstore_ref/store.py' write '" + path.string() + "' " + args;
+    EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    return path;
+}
+
+std::string slice_text(const fstore::Slice& s) {
+    auto part = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string(); };
+    return part(s.start) + ":" + part(s.stop) + ":" + part(s.step);
+}
+
+}  // namespace
+
+// ---- index selections -------------------------------------------------------------------
+
+TEST(IndexSelection, ParsesIndicesAndSlices) {
+    const auto all = fstore::parse_index_selection({});
+    EXPECT_EQ(all.kind, fstore::IndexSelection::Kind::all);
+
+    const auto list = fstore::parse_index_selection({"3", "-1", "0"});
+    ASSERT_EQ(list.kind, fstore::IndexSelection::Kind::list);
+    EXPECT_EQ(list.indices, (std::vector<std::int64_t>{3, -1, 0}));
+
+    const auto s = fstore::parse_index_selection({"-5:"});
+    ASSERT_EQ(s.kind, fstore::IndexSelection::Kind::slice);
+    EXPECT_EQ(s.slice.start, std::optional<std::int64_t>(-5));
+    EXPECT_FALSE(s.slice.stop.has_value());
+    EXPECT_FALSE(s.slice.step.has_value());
+
+    const auto t = fstore::parse_index_selection({"::-2"});
+    EXPECT_FALSE(t.slice.start.has_value());
+    EXPECT_EQ(t.slice.step, std::optional<std::int64_t>(-2));
+}
+
+TEST(IndexSelection, RejectsMalformedInput) {
+    for (const std::vector<std::string>& bad :
+         {std::vector<std::string>{"x"}, {"1.5"}, {"1:2:3:4"}, {"1:x"}, {"::0"}, {"1:3", "5"}, {""}, {"+-1"}}) {
+        EXPECT_THROW(fstore::parse_index_selection(bad), fstore::UsageError) << bad[0];
+    }
+}
+
+TEST(IndexSelection, OutOfRangeNamesTheValidRange) {
+    EXPECT_EQ(fstore::normalize_index(-1, 10, "x"), 9);
+    EXPECT_EQ(fstore::normalize_index(-10, 10, "x"), 0);
+    try {
+        fstore::normalize_index(10, 10, "split 'train'");
+        FAIL() << "no exception";
+    } catch (const fstore::UsageError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("split 'train'"));
+        EXPECT_THAT(e.what(), HasSubstr("-10..9"));
+        EXPECT_EQ(e.exit_code(), fstore::ExitCode::usage);
+    }
+    EXPECT_THROW(fstore::normalize_index(-11, 10, "x"), fstore::UsageError);
+    EXPECT_THROW(fstore::normalize_index(0, 0, "x"), fstore::UsageError);
+    const auto list = fstore::parse_index_selection({"0", "12"});
+    EXPECT_THROW(fstore::resolve_selection(list, 12, "x"), fstore::UsageError);
+}
+
+// Every slice over a grid of lengths and bounds, compared with numpy's own result.
+TEST(IndexSelection, SlicesMatchNumpy) {
+    TempDir dir;
+    const std::vector<std::optional<std::int64_t>> bounds = {std::nullopt, -12, -7, -3, -1, 0, 1, 2, 5, 6, 7, 12};
+    const std::vector<std::optional<std::int64_t>> steps = {std::nullopt, 1, 2, 3, -1, -2, -4};
+    const std::vector<std::int64_t> lengths = {0, 1, 6, 7};
+    std::vector<std::pair<std::int64_t, fstore::Slice>> cases;
+    std::string script = "import json, numpy as np\ncases = [\n";
+    auto py = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string("None"); };
+    for (const auto n : lengths)
+        for (const auto& a : bounds)
+            for (const auto& b : bounds)
+                for (const auto& c : steps) {
+                    cases.push_back({n, fstore::Slice{a, b, c}});
+                    script += "(" + std::to_string(n) + ", slice(" + py(a) + ", " + py(b) + ", " + py(c) + ")),\n";
+                }
+    script += "]\nprint(json.dumps([np.arange(n)[s].tolist() for n, s in cases]))\n";
+    const auto expected = nlohmann::json::parse(run_python(dir, script));
+    ASSERT_EQ(expected.size(), cases.size());
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+        fstore::IndexSelection selection;
+        selection.kind = fstore::IndexSelection::Kind::slice;
+        selection.slice = cases[i].second;
+        const auto got = fstore::resolve_selection(selection, cases[i].first, "x");
+        ASSERT_EQ(nlohmann::json(got), expected[i])
+            << "n=" << cases[i].first << " slice " << slice_text(cases[i].second);
+    }
+}
+
+// Negative and positive index lists, compared with numpy fancy indexing.
+TEST(IndexSelection, ListsMatchNumpy) {
+    TempDir dir;
+    const std::vector<std::int64_t> indices = {0, 3, -1, -7, 6, 2, 2};
+    const auto got = fstore::resolve_selection(fstore::parse_index_selection({"0", "3", "-1", "-7", "6", "2", "2"}), 7, "x");
+    const auto expected = nlohmann::json::parse(
+        run_python(dir, "import json, numpy as np\nprint(json.dumps(np.arange(7)[[0, 3, -1, -7, 6, 2, 2]].tolist()))\n"));
+    EXPECT_EQ(nlohmann::json(got), expected);
+    EXPECT_EQ(got.size(), indices.size());
+}
+
+// ---- tree drawing -------------------------------------------------------------------------
+
+TEST(Tree, DrawsConnectorsShapesAndAttributes) {
+    fstore::TreeNode root;
+    root.name = "/";
+    root.attributes = {"D", "T_img"};
+    fstore::TreeNode a;
+    a.name = "image_features";
+    a.is_dataset = true;
+    a.shape = {10, 8};
+    a.dtype = "float16";
+    fstore::TreeNode group;
+    group.name = "templates";
+    fstore::TreeNode t;
+    t.name = "t01";
+    t.attributes = {"K"};
+    fstore::TreeNode texts;
+    texts.name = "texts";
+    texts.is_dataset = true;
+    texts.shape = {15};
+    texts.dtype = "str";
+    t.children = {texts};
+    fstore::TreeNode t2 = t;
+    t2.name = "t02";
+    group.children = {t, t2};
+    root.children = {a, group};
+    const auto text = fstore::render_tree(root);
+    EXPECT_EQ(text,
+              "/  [attrs: D, T_img]\n"
+              "├── image_features  (10, 8) float16\n"
+              "└── templates/\n"
+              "    ├── t01/  [attrs: K]\n"
+              "    │   └── texts  (15,) str\n"
+              "    └── t02/  [attrs: K]\n"
+              "        └── texts  (15,) str\n");
+}
+
+// ---- npy / npz ----------------------------------------------------------------------------
+
+TEST(Npy, HeaderIsAlignedVersion1) {
+    for (const auto& shape : std::vector<std::vector<std::int64_t>>{{}, {3}, {2, 1152}, {4, 729, 1152}}) {
+        const auto h = fstore::npy::header(fstore::DType::f16, shape);
+        EXPECT_EQ(h.size() % 64, 0u);
+        EXPECT_EQ(h.substr(0, 6), "\x93NUMPY");
+        EXPECT_EQ(h[6], 1);
+        EXPECT_EQ(h[7], 0);
+        EXPECT_EQ(static_cast<std::size_t>(static_cast<unsigned char>(h[8]) | (static_cast<unsigned char>(h[9]) << 8)),
+                  h.size() - 10);
+        EXPECT_EQ(h.back(), '\n');
+    }
+    EXPECT_THAT(fstore::npy::header(fstore::DType::i64, {3}), HasSubstr("'shape': (3,)"));
+    EXPECT_THAT(fstore::npy::header(fstore::DType::f32, {2, 5}), HasSubstr("'descr': '<f4'"));
+}
+
+namespace {
+
+fstore::Array make_array(fstore::DType dtype, std::vector<std::int64_t> shape) {
+    fstore::Array a;
+    a.dtype = dtype;
+    a.shape = std::move(shape);
+    const auto n = a.elements();
+    a.bytes.resize(static_cast<std::size_t>(n) * fstore::dtype_size(dtype));
+    for (std::int64_t i = 0; i < n; ++i) {
+        // Values numpy recomputes in the checking script: (i - 7) * 0.25 and i * 1000003 - 5.
+        if (dtype == fstore::DType::f16) {
+            const auto h = fstore::float_to_half(static_cast<float>(i - 7) * 0.25f);
+            std::memcpy(a.bytes.data() + 2 * i, &h, 2);
+        } else if (dtype == fstore::DType::f32) {
+            const float f = static_cast<float>(i - 7) * 0.25f;
+            std::memcpy(a.bytes.data() + 4 * i, &f, 4);
+        } else {
+            const std::int64_t v = i * 1000003 - 5;
+            std::memcpy(a.bytes.data() + 8 * i, &v, 8);
+        }
+    }
+    return a;
+}
+
+}  // namespace
+
+TEST(Npy, NumpyLoadsNpyAndNpz) {
+    TempDir dir;
+    fstore::npy::write_npy(dir.path() / "a.npy", make_array(fstore::DType::f16, {3, 5}));
+    fstore::npy::write_npy(dir.path() / "b.npy", make_array(fstore::DType::i64, {7}));
+    fstore::npy::write_npy(dir.path() / "e.npy", make_array(fstore::DType::f32, {0, 4}));
+    fstore::npy::write_npz(dir.path() / "c.npz", {{"first", make_array(fstore::DType::f32, {2, 3, 4})},
+                                                   {"second", make_array(fstore::DType::f16, {6})},
+                                                   {"third", make_array(fstore::DType::i64, {2, 2})}});
+    const std::string d = dir.path().string();
+    const auto out = run_python(dir, R"(import numpy as np, zipfile
+d = ')" + d + R"('
+def vals(dtype, shape):
+    n = int(np.prod(shape))
+    i = np.arange(n)
+    if dtype == np.int64:
+        return (i * 1000003 - 5).astype(np.int64).reshape(shape)
+    return ((i - 7).astype(np.float32) * np.float32(0.25)).astype(dtype).reshape(shape)
+def same(a, dtype, shape):
+    return a.dtype == dtype and a.shape == shape and np.array_equal(a, vals(dtype, shape))
+ok = []
+ok.append(same(np.load(d + '/a.npy'), np.float16, (3, 5)))
+ok.append(same(np.load(d + '/b.npy'), np.int64, (7,)))
+ok.append(same(np.load(d + '/e.npy'), np.float32, (0, 4)))
+z = np.load(d + '/c.npz')
+ok.append(sorted(z.files) == ['first', 'second', 'third'])
+ok.append(same(z['first'], np.float32, (2, 3, 4)))
+ok.append(same(z['second'], np.float16, (6,)))
+ok.append(same(z['third'], np.int64, (2, 2)))
+ok.append(all(i.compress_type == zipfile.ZIP_STORED for i in zipfile.ZipFile(d + '/c.npz').infolist()))
+print(' '.join('1' if x else '0' for x in ok))
+)");
+    EXPECT_EQ(out, "1 1 1 1 1 1 1 1\n");
+    // No temporary files are left next to the outputs.
+    std::size_t files = 0;
+    for (const auto& entry : fs::directory_iterator(dir.path())) {
+        EXPECT_EQ(entry.path().string().find(".partial-"), std::string::npos) << entry.path();
+        ++files;
+    }
+    EXPECT_EQ(files, 6u);  // a, b, e, c, script.py, script.out
+}
+
+TEST(Npy, MissingDirectoryIsNotFound) {
+    TempDir dir;
+    EXPECT_THROW(fstore::npy::write_npy(dir.path() / "no" / "a.npy", make_array(fstore::DType::f16, {1})),
+                 fstore::NotFoundError);
+    EXPECT_THROW(fstore::npy::write_npz(dir.path() / "no" / "a.npz", {}), fstore::NotFoundError);
+}
+
+// ---- queries on a reference store -----------------------------------------------------------
+
+TEST(Query, BatchIndicesAreRelativeToTheSplit) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5", "--train 5 --val 3 --test 2");
+    const auto store = fstore::open_store(path);
+    fstore::BatchRequest request;
+    request.split = "val";
+    request.feature = fstore::Feature::label;
+    request.selection = fstore::parse_index_selection({"-1", "0"});
+    const auto plan = fstore::plan_batch(store, request);
+    EXPECT_EQ(plan.rows, (std::vector<std::int64_t>{7, 5}));  // val rows are 5, 6, 7
+    EXPECT_EQ(plan.shape, (std::vector<std::int64_t>{2}));
+    request.selection = fstore::parse_index_selection({"3"});
+    try {
+        fstore::plan_batch(store, request);
+        FAIL() << "no exception";
+    } catch (const fstore::UsageError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("-3..2"));
+    }
+    request.split = "holdout";
+    EXPECT_THROW(fstore::plan_batch(store, request), fstore::UsageError);
+    request.split = "test";
+    request.feature = fstore::Feature::patches;
+    request.selection = fstore::parse_index_selection({"::-1"});
+    const auto patches = fstore::plan_batch(store, request);
+    EXPECT_EQ(patches.rows, (std::vector<std::int64_t>{9, 8}));
+    EXPECT_EQ(patches.shape, (std::vector<std::int64_t>{2, 4, 8}));
+}
+
+TEST(Query, FetchFiltersAndConceptList) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5");
+    const auto store = fstore::open_store(path);
+    fstore::FetchRequest request;
+    request.concept_only = true;
+    request.concept_list = {"Pale cytoplasm", "no such concept", "Segmented nucleus"};
+    const auto result = fstore::fetch(store, request, true);
+    ASSERT_EQ(result.templates.size(), 2u);
+    EXPECT_EQ(result.templates[0].id, "concept_prompts_t01");
+    EXPECT_EQ(result.templates[0].shape, (std::vector<std::int64_t>{2, 8}));
+    EXPECT_EQ(result.unknown_concepts, std::vector<std::string>{"no such concept"});
+    // Rows come in the order asked: "Pale cytoplasm" is concept 10, "Segmented nucleus" 0.
+    const auto whole = store.read_template("concept_prompts_t01", false);
+    const auto& picked = *result.templates[0].values;
+    EXPECT_EQ(std::memcmp(picked.bytes.data(), whole.bytes.data() + 10 * 8 * 4, 8 * 4), 0);
+    EXPECT_EQ(std::memcmp(picked.bytes.data() + 8 * 4, whole.bytes.data(), 8 * 4), 0);
+
+    fstore::FetchRequest both;
+    both.concept_only = both.label_only = true;
+    EXPECT_THROW(fstore::fetch(store, both, false), fstore::UsageError);
+    fstore::FetchRequest unknown;
+    unknown.template_ids = {"nope"};
+    EXPECT_THROW(fstore::fetch(store, unknown, false), fstore::UsageError);
+    fstore::FetchRequest tokens;
+    tokens.label_only = true;
+    tokens.token_features = true;
+    const auto label = fstore::fetch(store, tokens, false);
+    ASSERT_EQ(label.templates.size(), 1u);
+    EXPECT_EQ(label.templates[0].shape, (std::vector<std::int64_t>{8, 6, 8}));
+}
+
+// ---- verify ---------------------------------------------------------------------------------
+
+TEST(Verify, CleanReferenceStoreHasNoFindings) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5");
+    const auto report = fstore::verify(path);
+    EXPECT_TRUE(report.ok()) << nlohmann::json(report.findings).dump();
+    EXPECT_EQ(report.rows, 10);
+    EXPECT_GE(report.checks.size(), 5u);
+}
+
+TEST(Verify, ReportsEachBreakage) {
+    TempDir dir;
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"lengths", "different lengths"},   {"ids", "ids are not 0..N-1"},
+        {"split_counts", "split_counts"},   {"template_k", "attribute K=16"},
+        {"template_t", "attribute T_txt=8"}, {"texts_hash", "texts_hash"},
+    };
+    // One Python run writes a good store and a broken copy per kind.
+    run_python(dir, "import shutil\nfrom fstore_ref import store\nd = '" + dir.path().string() +
+                        "'\nstore.write_reference_store(d + '/good.h5')\nfor kind in store.BREAKAGES:\n"
+                        "    shutil.copyfile(d + '/good.h5', d + '/' + kind + '.h5')\n"
+                        "    store.break_store(d + '/' + kind + '.h5', kind)\n");
+    for (const auto& [kind, expected] : cases) {
+        const auto path = dir.path() / (kind + ".h5");
+        const auto before = read_file(path);
+        const auto report = fstore::verify(path);
+        EXPECT_FALSE(report.ok()) << kind;
+        const auto all = nlohmann::json(report.findings).dump();
+        EXPECT_THAT(all, HasSubstr(expected)) << kind;
+        EXPECT_EQ(read_file(path), before) << "verify changed " << kind;
+    }
+}
+
+TEST(Verify, NonStoresThrow) {
+    TempDir dir;
+    EXPECT_THROW(fstore::verify(dir.path() / "missing.h5"), fstore::NotFoundError);
+    EXPECT_THROW(fstore::verify(dir.path()), fstore::NotFoundError);
+    std::ofstream(dir.path() / "text.h5") << "not hdf5\n";
+    EXPECT_THROW(fstore::verify(dir.path() / "text.h5"), fstore::FormatError);
+    run_python(dir, "import h5py\nh5py.File('" + (dir.path() / "other.h5").string() + "', 'w').create_dataset('x', data=[1])\n");
+    EXPECT_THROW(fstore::verify(dir.path() / "other.h5"), fstore::FormatError);
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/python3
+"""Build-time fixtures for test_model: broken archives (one defect each) and reference
+outputs of models/tiny.pt computed by Python's torch.jit, for the C++ parity checks.
+
+Usage: make_fixtures.py SOURCE_DIR OUT_DIR
+"""
+import hashlib
+import os
+import sys
+
+import torch
+
+source_dir, out_dir = sys.argv[1], sys.argv[2]
+sys.path.insert(0, os.path.join(source_dir, "scripts"))
+import make_test_model as mtm  # noqa: E402
+
+os.makedirs(out_dir, exist_ok=True)
+torch.manual_seed(1234)
+
+
+def out(name):
+    return os.path.join(out_dir, name)
+
+
+def tiny_with(config_edit=None, files=None, module=None, script=True):
+    m, config, tok_files = mtm.build("tiny", seed=0)
+    if config_edit:
+        config_edit(config)
+    mtm.save(module if module is not None else m, config, tok_files if files is None else files,
+             out(name_), script=script)
+
+
+# Not a zip at all.
+with open(out("not_zip.pt"), "w") as f:
+    f.write("this is not a model\n")
+
+# A zip, but written by torch.save (no TorchScript code).
+torch.save({"w": torch.zeros(3)}, out("torch_save.pt"))
+
+# TorchScript without fstore/config.json.
+m, config, files = mtm.build("tiny")
+torch.jit.save(torch.jit.script(m), out("no_config.pt"))
+
+cases = {
+    "missing_key.pt": lambda c: c.pop("image_size"),
+    "extra_key.pt": lambda c: c.update({"color": "blue"}),
+    "wrong_dim.pt": lambda c: c.update({"embed_dim": 16}),
+    "wrong_tokens.pt": lambda c: c.update({"image_tokens": 20}),
+    "bad_format.pt": lambda c: c.update({"format": "fstore-clip/9"}),
+    "bad_tokenizer_file.pt": lambda c: c["tokenizer"].update({"file": "fstore/missing.txt"}),
+}
+for name_, edit in cases.items():
+    tiny_with(edit)
+
+
+class ImageOnly(torch.nn.Module):
+    """Has encode_image but no encode_text."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    @torch.jit.export
+    def encode_image(self, pixel_values: torch.Tensor):
+        return self.inner.encode_image(pixel_values)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.encode_image(x)[0]
+
+
+name_ = "no_encode_text.pt"
+tiny_with(module=ImageOnly(mtm.build("tiny")[0]))
+
+
+class NoScalars(torch.nn.Module):
+    """The tiny model's methods without the four logit attributes."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.vision, self.text = inner.vision, inner.text
+        self.image_proj, self.text_proj = inner.image_proj, inner.text_proj
+        self.text_pool_proj, self.pad_id = inner.text_pool_proj, inner.pad_id
+
+    @torch.jit.export
+    def encode_image(self, pixel_values: torch.Tensor):
+        pooled, tokens = self.vision(pixel_values)
+        return torch.nn.functional.normalize(pooled, dim=-1), self.image_proj(tokens)
+
+    @torch.jit.export
+    def encode_text(self, input_ids: torch.Tensor):
+        mask = input_ids != self.pad_id
+        hidden = self.text(input_ids, mask)
+        return torch.nn.functional.normalize(self.text_pool_proj(hidden.mean(dim=1)), dim=-1), self.text_proj(hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode_image(x)[0]
+
+
+name_ = "no_scalars.pt"
+tiny_with(module=NoScalars(mtm.build("tiny")[0]))
+
+
+class Unnormalized(NoScalars):
+    @torch.jit.export
+    def encode_image(self, pixel_values: torch.Tensor):
+        pooled, tokens = self.vision(pixel_values)
+        return pooled * 3.0, self.image_proj(tokens)
+
+
+name_ = "unnormalized.pt"
+tiny_with(module=Unnormalized(mtm.build("tiny")[0]))
+
+# Reference outputs of the shipped tiny model, from Python.
+tiny_path = os.path.join(source_dir, "models", "tiny.pt")
+model = torch.jit.load(tiny_path)
+pixels = torch.randn(3, 3, 32, 32)
+ids = torch.tensor([[2, 40, 41, 42, 43, 3], [2, 50, 51, 3, 0, 0]], dtype=torch.int64)
+with torch.no_grad():
+    icls, itok = model.encode_image(pixels)
+    tcls, ttok = model.encode_text(ids)
+for name, t in [("ref_pixels", pixels), ("ref_image_cls", icls), ("ref_image_tokens", itok),
+                ("ref_ids", ids), ("ref_text_cls", tcls), ("ref_text_tokens", ttok)]:
+    t.contiguous().numpy().tofile(out(name + ".bin"))
+with open(tiny_path, "rb") as f:
+    with open(out("tiny_sha256.txt"), "w") as g:
+        g.write(hashlib.sha256(f.read()).hexdigest())

@@ -1,0 +1,129 @@
+#!/usr/bin/python3
+"""`fstore embed` and `fstore model-info` end to end, and parity: for the shipped tiny models,
+fstore's text/image CLS and token outputs equal the same archive run from Python
+(torch.jit.load + fstore_ref tokenization + PIL preprocessing) to 1e-5 in fp32."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+import torch
+from PIL import Image
+
+src = os.environ["FSTORE_SOURCE_DIR"]
+fstore = os.path.join(os.environ["FSTORE_BINARY_DIR"], "apps", "fstore")
+sys.path.insert(0, os.path.join(src, "tests", "python"))
+from fstore_ref import preprocess as ref_pre  # noqa: E402
+from fstore_ref import tokenize as ref_tok  # noqa: E402
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def run(*args):
+    return subprocess.run([fstore, *args], capture_output=True, text=True)
+
+
+def extras(path):
+    with zipfile.ZipFile(path) as z:
+        prefix = z.namelist()[0].split("/")[0] + "/extra/"
+        return {n[len(prefix):]: z.read(n) for n in z.namelist() if n.startswith(prefix)}
+
+
+TEXTS = ["a photo of a blood cell with Pale cytoplasm", "a bloodcell of immature granulocytes",
+         "High nuclear-to-cytoplasmic ratio (artifact)!", "x"]
+rng = np.random.default_rng(5)
+
+with tempfile.TemporaryDirectory() as tmp:
+    images = []
+    for name, shape in (("color.png", (40, 48, 3)), ("gray.png", (20, 20)), ("rgba.png", (33, 17, 4))):
+        path = os.path.join(tmp, name)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+        images.append(path)
+
+    for model_name in ("tiny.pt", "tiny-spm.pt"):
+        model_path = os.path.join(src, "models", model_name)
+        files = extras(model_path)
+        config = json.loads(files["fstore/config.json"])
+        module = torch.jit.load(model_path)
+
+        # ---- model-info --json
+        r = run("model-info", "--model", model_path, "--json", "--threads", "1")
+        check(r.returncode == 0, f"{model_name}: model-info exits 0 ({r.stderr.strip()})")
+        info = json.loads(r.stdout)
+        for key in config:
+            check(info[key] == config[key], f"{model_name}: model-info {key} == config.json")
+        for attr in ("logit_scale", "logit_bias", "concept_logit_scale", "concept_logit_bias"):
+            check(abs(info[attr] - float(getattr(module, attr))) < 1e-6, f"{model_name}: model-info {attr}")
+        check(info["sha256"] == hashlib.sha256(open(model_path, "rb").read()).hexdigest(),
+              f"{model_name}: model-info sha256")
+        check(info["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu") and info["threads"] == 1,
+              f"{model_name}: device and threads")
+
+        # ---- embed --out, fp32, parity with Python
+        out = os.path.join(tmp, model_name + ".npz")
+        args = ["embed", "--model", model_path, "--device", "cpu", "--out", out]
+        for t in TEXTS:
+            args += ["--text", t]
+        for p in images:
+            args += ["--image", p]
+        r = run(*args)
+        check(r.returncode == 0, f"{model_name}: embed exits 0 ({r.stderr.strip()})")
+        got = np.load(out)
+        check(sorted(got.files) == ["image_cls", "image_tokens", "input_ids", "text_cls", "text_tokens"],
+              f"{model_name}: npz members")
+        tok = ref_tok.from_config(config["tokenizer"], files[config["tokenizer"]["file"]], config["context_length"])
+        ids, _ = tok.encode_batch(TEXTS)
+        ids = np.asarray(ids, dtype=np.int64)
+        check(got["input_ids"].dtype == np.int64 and np.array_equal(got["input_ids"], ids),
+              f"{model_name}: input_ids equal the reference tokenizer's")
+        pixels = np.stack([ref_pre.preprocess(np.asarray(Image.open(p)), config["image_size"], config["image_mean"],
+                                              config["image_std"]) for p in images])
+        with torch.no_grad():
+            want = {}
+            want["text_cls"], want["text_tokens"] = module.encode_text(torch.from_numpy(ids))
+            want["image_cls"], want["image_tokens"] = module.encode_image(torch.from_numpy(pixels))
+        for key, w in want.items():
+            g = got[key]
+            diff = float(np.abs(g - w.numpy()).max()) if g.shape == tuple(w.shape) else float("inf")
+            check(g.dtype == np.float32 and diff <= 1e-5, f"{model_name}: {key} {g.shape} matches Python (max diff {diff:.2g})")
+
+        # ---- float16 output = float32 output rounded (cast on the device)
+        out16 = os.path.join(tmp, model_name + ".f16.npz")
+        r = run(*[a if a != out else out16 for a in args], "--dtype", "float16")
+        h = np.load(out16)
+        check(r.returncode == 0 and h["image_tokens"].dtype == np.float16, f"{model_name}: --dtype float16 output")
+        for key in ("text_cls", "text_tokens", "image_cls", "image_tokens"):
+            check(np.array_equal(h[key], got[key].astype(np.float16)), f"{model_name}: {key} half == float rounded")
+
+    # ---- printing without --out, and errors (one line, documented exit codes)
+    tiny = os.path.join(src, "models", "tiny.pt")
+    r = run("embed", "--model", tiny, "--text", "platelet")
+    check(r.returncode == 0 and "text_cls     [1, 32]" in r.stdout and "input_ids  [1, 3]" in r.stdout,
+          "embed without --out prints shapes: " + r.stdout.replace("\n", " | "))
+    not_zip = os.path.join(tmp, "not_zip.pt")
+    open(not_zip, "w").write("hello\n")
+    for args, code, text in (
+            (["model-info", "--model", os.path.join(tmp, "missing.pt")], 3, "export_conceptclip.py"),
+            (["model-info", "--model", not_zip], 6, "not a zip file"),
+            (["embed", "--model", tiny, "--precision", "fp16", "--device", "cpu", "--text", "a"], 2, "fp16"),
+            (["embed", "--model", tiny], 2, "nothing to embed"),
+            (["embed", "--model", tiny, "--image", os.path.join(tmp, "missing.png")], 3, "missing.png"),
+            (["embed", "--model", tiny, "--image", not_zip], 7, "cannot decode"),
+            (["model-info", "--model", tiny, "--device", "tpu"], 2, "--device"),
+    ):
+        r = run(*args)
+        lines = r.stderr.strip().splitlines()
+        check(r.returncode == code and len(lines) == 1 and text in r.stderr,
+              f"{' '.join(args[:1] + args[-2:])}: exit {r.returncode} (want {code}), stderr {lines}")
+
+sys.exit(1 if failures else 0)

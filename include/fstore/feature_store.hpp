@@ -32,6 +32,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "fstore/store_writer.hpp"
+
 namespace fstore {
 
 // Shape parameters of a store's image datasets.
@@ -125,7 +127,16 @@ public:
 
     // ---- rows -------------------------------------------------------------------------
     // Appends rows to all five datasets and commits them atomically; updates split_counts.
+    // The feature columns go through a ChunkWriter (store_writer.hpp): chunks compressed on
+    // a small thread pool, written whole, in order, by the calling thread, before the commit.
+    // Any batch size works (partial chunks are merged); multiples of 4 rows (64 for
+    // image_features) starting at such a row avoid rewriting chunks.
     void append_batch(const RowBatch& batch);
+
+    // Tunes the chunk writer used by later appends (threads, incompressible detection).
+    void set_writer_options(const ChunkWriterOptions& options);
+    // Counters of that writer since it was made (zeros before the first append).
+    ChunkWriterStats writer_stats() const;
 
     // Rows of one column at the given (any order, repeats allowed) row indices; reads only
     // the chunks that hold them. Shape: [rows.size(), ...the column's per-row shape].

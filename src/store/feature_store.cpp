@@ -733,6 +733,13 @@ void FeatureStore::append_batch(const RowBatch& batch) {
                                                            : batch.image_token_features;
             writer.write_rows(s.column(c), half, start, count, row_bytes, rows,
                               writer.policy(index_of(c)));
+            // HDF5 1.10 caches the last chunk it looked up (address, size, filter mask) per
+            // dataset, and direct chunk writes leave that entry stale: a later read of a
+            // chunk rewritten here (the next append's partial-chunk merge, read_rows) would
+            // use the old address or mask and fail or return old bytes. Closing the only
+            // handle drops the cache; reopening reads the index as written.
+            s.columns[index_of(c)].reset();
+            s.columns[index_of(c)] = open_column(s.file, name_of(c));
         }
         std::vector<std::int64_t> values(count, missing_label);
         if (batch.labels != nullptr) std::copy(batch.labels, batch.labels + count, values.begin());

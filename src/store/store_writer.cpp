@@ -298,8 +298,12 @@ void ChunkWriter::write_rows(hid_t dataset, hid_t mem_type, std::uint64_t start,
             Compressed result;
             if (pol != nullptr && !pol->should_try()) return result;
             result.attempted = true;
-            // Capacity = input size, as h5py's filter: no room means "did not shrink".
-            result.size = lzf::compress(in, chunk_bytes, out, chunk_bytes);
+            // Capacity one byte below the input size: a chunk must shrink to be stored
+            // compressed. h5py's filter would also keep an output of exactly the input
+            // size, but HDF5 1.10 rewrites a same-size chunk in place WITHOUT updating its
+            // filter mask, so a raw chunk later replaced by an equally long compressed one
+            // (or the reverse) would be read back wrongly. Raw with mask 1 is always valid.
+            result.size = lzf::compress(in, chunk_bytes, out, chunk_bytes - 1);
             if (pol != nullptr) pol->record(chunk_bytes, result.size);
             return result;
         });

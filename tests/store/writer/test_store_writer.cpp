@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -207,4 +208,34 @@ TEST(StoreWriter, SigkillLeavesWholeBatches) {
         EXPECT_EQ(check_rows(store), "");
     }
     EXPECT_GT(progressed, 0) << "the child never committed a batch";
+}
+
+// Regression: a chunk that stops shrinking as rows fill it (compressed while zero padding
+// remains, raw once full) is rewritten raw at a new address; HDF5's per-dataset "last chunk"
+// cache kept the old address and filter mask, so the next append's merge (and read_rows in
+// this process) decompressed raw bytes and failed. One row per append forces many rewrites.
+TEST(StoreWriter, ChunkTurningRawIsReadBackInTheSameProcess) {
+    TempDir dir;
+    auto store = FeatureStore::open_or_create(dir.path / "s.h5", layout());
+    std::mt19937 rng(5);
+    std::vector<std::uint16_t> want_cls;
+    const std::vector<std::string> splits{"train"};
+    for (int r = 0; r < 70; ++r) {
+        std::vector<std::uint16_t> tokens(static_cast<std::size_t>(T * D)), cls(static_cast<std::size_t>(D));
+        for (auto& h : tokens) h = static_cast<std::uint16_t>(rng() & 0x7bff);
+        for (auto& h : cls) h = static_cast<std::uint16_t>(rng() & 0x7bff);
+        want_cls.insert(want_cls.end(), cls.begin(), cls.end());
+        fstore::RowBatch batch;
+        batch.rows = 1;
+        batch.image_features = cls.data();
+        batch.image_token_features = tokens.data();
+        batch.splits = &splits;
+        ASSERT_NO_THROW(store.append_batch(batch)) << "append of row " << r;
+    }
+    std::vector<std::int64_t> all(70);
+    std::iota(all.begin(), all.end(), 0);
+    const auto cls = store.read_rows(fstore::Column::image_features, all);
+    ASSERT_EQ(cls.bytes.size(), want_cls.size() * 2);
+    EXPECT_EQ(std::memcmp(cls.bytes.data(), want_cls.data(), cls.bytes.size()), 0);
+    EXPECT_GT(store.writer_stats().raw_chunks, 0u);
 }

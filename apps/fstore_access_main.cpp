@@ -30,16 +30,6 @@ Exit codes: 0 ok, 1 verify found problems, 2 bad arguments (unknown option, spli
 or template; index out of range), 3 file not found, 4 not HDF5 / not an fstore store,
 5 store locked by a running writer, 70 internal error.)";
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-    std::string out = "(";
-    for (std::size_t i = 0; i < shape.size(); ++i) {
-        if (i) out += ", ";
-        out += std::to_string(shape[i]);
-    }
-    if (shape.size() == 1) out += ",";
-    return out + ")";
-}
-
 void print_json(const nlohmann::json& value) {
     std::cout << value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
 }
@@ -67,7 +57,7 @@ int run_summarize(const Options& o) {
         print_json(fstore::to_json(summary));
         return 0;
     }
-    std::cout << "image_features: " << shape_text(summary.image_features_shape) << " float16\n";
+    std::cout << "image_features: " << fstore::shape_text(summary.image_features_shape) << " float16\n";
     std::cout << "first ids: [";
     for (std::size_t i = 0; i < summary.first_ids.size(); ++i) std::cout << (i ? ", " : "") << summary.first_ids[i];
     std::cout << "]\nsplit counts:";
@@ -100,8 +90,8 @@ int run_sample(const Options& o) {
         print_json(fstore::to_json(result));
     } else {
         std::cout << "index " << result.index << ": id " << result.id << ", label " << result.label << ", split "
-                  << result.split << "\nimage_feature: " << shape_text(result.image_feature_shape)
-                  << "\nimage_token_feature: " << shape_text(result.image_token_feature_shape) << '\n';
+                  << result.split << "\nimage_feature: " << fstore::shape_text(result.image_feature_shape)
+                  << "\nimage_token_feature: " << fstore::shape_text(result.image_token_feature_shape) << '\n';
         if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
     }
     return 0;
@@ -122,7 +112,7 @@ int run_batch(const Options& o) {
     }
     if (!o.out.empty()) fstore::write_batch_npy(store, plan, o.out);
     std::cout << fstore::feature_name(request.feature) << " rows of " << (o.split == "all" ? "all splits" : "split '" + o.split + "'")
-              << ": shape " << shape_text(plan.shape) << ' ' << fstore::dtype_name(plan.dtype) << '\n';
+              << ": shape " << fstore::shape_text(plan.shape) << ' ' << fstore::dtype_name(plan.dtype) << '\n';
     if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
     return 0;
 }
@@ -148,7 +138,7 @@ int run_fetch(const Options& o) {
         print_json(fstore::to_json(result));
         return 0;
     }
-    for (const auto& t : result.templates) std::cout << t.id << ": " << shape_text(t.shape) << " float32\n";
+    for (const auto& t : result.templates) std::cout << t.id << ": " << fstore::shape_text(t.shape) << " float32\n";
     if (result.templates.empty()) std::cout << "no templates stored\n";
     if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
     return 0;

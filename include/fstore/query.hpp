@@ -100,6 +100,9 @@ nlohmann::json to_json(const Summary& summary);  // rows, split_counts, D, T_img
 // "├── image_features  (12, 8) float16" and "[attrs: D, T_img, ...]" for attributes.
 std::string render_tree(const TreeNode& tree);
 
+// A shape as numpy prints it: (3, 4), (5,), ().
+std::string shape_text(const std::vector<std::int64_t>& shape);
+
 // Reads the HDF5 structure of `path` (names, shapes, types, attribute names; no data).
 TreeNode describe_file(const std::filesystem::path& path);
 

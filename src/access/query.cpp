@@ -25,16 +25,6 @@ std::string join(const std::vector<std::string>& items, const std::string& separ
     return out;
 }
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-    std::string out = "(";
-    for (std::size_t i = 0; i < shape.size(); ++i) {
-        if (i) out += ", ";
-        out += std::to_string(shape[i]);
-    }
-    if (shape.size() == 1) out += ",";
-    return out + ")";
-}
-
 bool starts_with(const std::string& text, const std::string& prefix) {
     return text.compare(0, prefix.size(), prefix) == 0;
 }
@@ -130,6 +120,16 @@ std::vector<std::int64_t> iota_rows(std::int64_t count) {
 }
 
 }  // namespace
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+    std::string out = "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        if (i) out += ", ";
+        out += std::to_string(shape[i]);
+    }
+    if (shape.size() == 1) out += ",";
+    return out + ")";
+}
 
 // ---- opening ----------------------------------------------------------------------------
 

@@ -1,0 +1,269 @@
+// fstore: encode with a CLIP-family TorchScript model (see docs/model-format.md).
+//   fstore embed --model M [--text T ...] [--image PATH ...] [--out FILE.npz]
+//   fstore model-info --model M [--json]
+//   fstore build [--run-text] [--run-image] --model M --h5 STORE ... (see `fstore build --help`)
+// Argument parsing and printing only; the behaviour lives in the library (fstore_embed).
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "fstore/cli.hpp"
+#include "fstore/error.hpp"
+#include "fstore/half.hpp"
+#include "fstore/model.hpp"
+#include "fstore/npy.hpp"
+#include "fstore/pipeline.hpp"
+#include "fstore/progress.hpp"
+#include "fstore/signals.hpp"
+
+namespace {
+
+struct ModelArgs {
+    std::string model = "models/conceptclip.pt";
+    std::string device = "auto";
+    std::string precision = "fp32";
+    int threads = 0;
+
+    void add_to(CLI::App& app) {
+        app.add_option("--model", model, "TorchScript model archive (docs/model-format.md)")->capture_default_str();
+        app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+        app.add_option("--precision", precision, "fp32 | fp16 | bf16 (fp16/bf16 need CUDA)")->capture_default_str();
+        app.add_option("--threads", threads, "LibTorch CPU threads (0 = all cores)")->capture_default_str();
+    }
+    fstore::ClipModel load() const {
+        return fstore::ClipModel::load(model, {device, fstore::parse_precision(precision), threads, true});
+    }
+};
+
+nlohmann::json optional_json(const std::optional<double>& v) {
+    return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+int model_info(const ModelArgs& args, bool as_json) {
+    const auto model = args.load();
+    const auto& c = model.config();
+    const auto& s = model.logit_scalars();
+    nlohmann::ordered_json info = {
+        {"path", model.path()},
+        {"sha256", model.archive_sha256()},
+        {"format", c.format},
+        {"name", c.name},
+        {"embed_dim", c.embed_dim},
+        {"image_tokens", c.image_tokens},
+        {"image_size", c.image_size},
+        {"resample", c.resample},
+        {"image_mean", c.image_mean},
+        {"image_std", c.image_std},
+        {"context_length", c.context_length},
+        {"tokenizer", nlohmann::json::parse(c.tokenizer_json)},
+        {"logit_scale", optional_json(s.logit_scale)},
+        {"logit_bias", optional_json(s.logit_bias)},
+        {"concept_logit_scale", optional_json(s.concept_logit_scale)},
+        {"concept_logit_bias", optional_json(s.concept_logit_bias)},
+        {"device", model.device()},
+        {"precision", fstore::to_string(model.precision())},
+        {"threads", model.threads()},
+    };
+    if (as_json) {
+        std::cout << info.dump(2) << '\n';
+        return 0;
+    }
+    for (auto it = info.begin(); it != info.end(); ++it) {
+        std::cout << fmt::format("{:<20} {}\n", it.key(),
+                                 it->is_string() ? it->get<std::string>() : it->dump());
+    }
+    return 0;
+}
+
+template <class T>
+fstore::Array to_array(fstore::DType dtype, std::vector<std::int64_t> shape, const std::vector<T>& values) {
+    fstore::Array a;
+    a.dtype = dtype;
+    a.shape = std::move(shape);
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(values.data());
+    a.bytes.assign(bytes, bytes + values.size() * sizeof(T));
+    return a;
+}
+
+// Appends name_cls / name_tokens in the requested dtype.
+void add_embeddings(std::vector<std::pair<std::string, fstore::Array>>& members, const std::string& name,
+                    const fstore::Embeddings& e) {
+    const std::vector<std::int64_t> cls_shape{e.batch, e.dim}, tok_shape{e.batch, e.tokens, e.dim};
+    if (e.type == fstore::OutputType::float32) {
+        members.emplace_back(name + "_cls", to_array(fstore::DType::f32, cls_shape, e.cls_f32));
+        members.emplace_back(name + "_tokens", to_array(fstore::DType::f32, tok_shape, e.tokens_f32));
+    } else {
+        members.emplace_back(name + "_cls", to_array(fstore::DType::f16, cls_shape, e.cls_f16));
+        members.emplace_back(name + "_tokens", to_array(fstore::DType::f16, tok_shape, e.tokens_f16));
+    }
+}
+
+void print_embeddings(const std::string& name, const fstore::Embeddings& e) {
+    auto first = [&](bool cls) {
+        std::string out;
+        for (std::int64_t i = 0; i < std::min<std::int64_t>(e.dim, 5); ++i) {
+            const float v = e.type == fstore::OutputType::float32
+                                ? (cls ? e.cls_f32 : e.tokens_f32)[static_cast<std::size_t>(i)]
+                                : fstore::half_to_float((cls ? e.cls_f16 : e.tokens_f16)[static_cast<std::size_t>(i)]);
+            out += fmt::format("{}{:.6f}", i ? ", " : "", v);
+        }
+        return out;
+    };
+    std::cout << fmt::format("{}_cls     [{}, {}]: {} ...\n", name, e.batch, e.dim, first(true));
+    std::cout << fmt::format("{}_tokens  [{}, {}, {}]: {} ...\n", name, e.batch, e.tokens, e.dim, first(false));
+}
+
+int embed(const ModelArgs& args, const fstore::EmbedRequest& request, const std::string& out) {
+    if (request.texts.empty() && request.image_paths.empty()) {
+        throw fstore::UsageError("nothing to embed: pass --text TEXT and/or --image PATH");
+    }
+    auto model = args.load();
+    const auto result = fstore::embed(model, request);
+    if (out.empty()) {
+        if (result.text_batch > 0) {
+            std::cout << fmt::format("input_ids  [{}, {}]\n", result.text_batch, result.text_length);
+            print_embeddings("text", result.text);
+        }
+        if (result.image.batch > 0) print_embeddings("image", result.image);
+        return 0;
+    }
+    std::vector<std::pair<std::string, fstore::Array>> members;
+    if (result.text_batch > 0) {
+        members.emplace_back("input_ids", to_array(fstore::DType::i64, {result.text_batch, result.text_length},
+                                                   result.input_ids));
+        add_embeddings(members, "text", result.text);
+    }
+    if (result.image.batch > 0) add_embeddings(members, "image", result.image);
+    fstore::npy::write_npz(out, members);
+    std::cout << fmt::format("wrote {} ({} texts, {} images)\n", out, result.text_batch, result.image.batch);
+    return 0;
+}
+
+// ---- fstore build (the pipeline area's subcommand) -----------------------------------
+
+struct BuildArgs {
+    fstore::BuildOptions o;
+    ModelArgs model;
+    bool run_text = false, run_image = false, skip_text = false, skip_image = false;
+    bool no_resume = false, no_progress = false, as_json = false;
+    std::string h5 = o.h5_path.string(), dataset = "bloodmnist", data_root, images, labels, prompts;
+    std::vector<std::string> splits = o.splits;
+
+    CLI::App* add_to(CLI::App& app) {
+        auto* cmd = app.add_subcommand("build", "Encode prompts and images into a feature store (resumable)");
+        cmd->fallthrough();  // `fstore build --log-level info` reaches the global option
+        cmd->add_flag("--run-text", run_text, "run the text stage (neither --run-* given: both stages)");
+        cmd->add_flag("--run-image", run_image, "run the image stage");
+        cmd->add_flag("--skip-text", skip_text, "skip the text stage (the reference's spelling)");
+        cmd->add_flag("--skip-image", skip_image, "skip the image stage");
+        cmd->add_option("--h5,--output-path", h5, "store to create or resume")->capture_default_str();
+        model.add_to(*cmd);
+        cmd->add_option("--dataset", dataset, "MedMNIST dataset name (file {name}[_{size}].npz)")->capture_default_str();
+        cmd->add_option("--size,--image-size", o.size, "MedMNIST image size: 28, 64, 128 or 224")->capture_default_str();
+        cmd->add_option("--data-root", data_root, "directory of the .npz files (default ~/.medmnist)");
+        cmd->add_flag("--download", o.download, "download the .npz from MedMNIST's site if missing (MD5-checked)");
+        cmd->add_option("--images", images, "custom data: folder of images (with --labels)");
+        cmd->add_option("--labels", labels, "custom data: CSV with columns path,label[,split]");
+        cmd->add_flag("--strict", o.strict, "fail on the first unreadable image instead of skipping it");
+        cmd->add_option("--prompts", prompts, "JSON with label_texts, label_templates, concept_texts, concept_templates");
+        cmd->add_option("--splits", splits, "splits to encode, in order")->delimiter(',')->capture_default_str();
+        cmd->add_option("--batch-size", o.batch_size, "images per batch (one commit each)")->capture_default_str();
+        cmd->add_option("--loader-threads", o.loader_threads, "decode/preprocess threads (0 = auto)")->capture_default_str();
+        cmd->add_option("--limit", o.limit, "encode only the first N samples of each split");
+        cmd->add_flag("--no-resume", no_resume, "ignore rows on disk: start the image datasets afresh");
+        cmd->add_flag("--no-progress", no_progress, "no progress bar or progress lines");
+        cmd->add_flag("--durable", o.durable, "fsync every commit (survives power loss; slower)");
+        cmd->add_flag("--json", as_json, "print the final summary as one JSON object");
+        return cmd;
+    }
+
+    int run(int argc, char** argv) {
+        o.run_text = run_text || !run_image;
+        o.run_image = run_image || !run_text;
+        if (skip_text) o.run_text = false;
+        if (skip_image) o.run_image = false;
+        o.h5_path = h5;
+        o.model_path = model.model;
+        o.device = model.device;
+        o.precision = model.precision;
+        o.threads = model.threads;
+        o.dataset = images.empty() || dataset != "bloodmnist" ? dataset : "";
+        o.data_root = data_root;
+        o.images_dir = images;
+        o.labels_csv = labels;
+        o.prompts_file = prompts;
+        o.splits = splits;
+        o.resume = !no_resume;
+        if (const char* delay = std::getenv("FSTORE_TEST_STEP_DELAY_MS")) {
+            o.step_delay = std::chrono::milliseconds(std::atoi(delay));
+        }
+
+        // Ctrl-C / SIGTERM: stop after the batch in hand, commit it, exit 130.
+        fstore::SignalWatcher signals;
+        fstore::ProgressOptions po;
+        po.style = no_progress ? fstore::ProgressStyle::none : fstore::ProgressStyle::automatic;
+        fstore::Progress progress(po, stderr);
+        const auto summary = fstore::run_build(o, &signals.stop_flag(), &progress);
+        if (as_json) {
+            std::cout << summary.to_json().dump(2) << '\n';
+        } else {
+            std::cout << summary.to_text();
+        }
+        std::cout.flush();
+        if (summary.interrupted) {
+            std::fprintf(stderr, "fstore: interrupted; every committed batch is kept. Resume with:\n  %s\n",
+                         fstore::resume_hint(std::vector<std::string>(argv, argv + argc)).c_str());
+            return static_cast<int>(fstore::ExitCode::interrupted);
+        }
+        return 0;
+    }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"fstore: encode images and prompts with a CLIP-family TorchScript model"};
+    app.require_subcommand(1);
+    std::string log_level = "warn";
+    app.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
+
+    ModelArgs info_args;
+    bool as_json = false;
+    auto* info = app.add_subcommand("model-info", "Load and check a model archive; print its config and scalars");
+    info_args.add_to(*info);
+    info->add_flag("--json", as_json, "print one JSON object");
+
+    ModelArgs embed_args;
+    fstore::EmbedRequest request;
+    std::string out, dtype = "float32";
+    auto* emb = app.add_subcommand("embed", "Encode prompts and/or image files");
+    embed_args.add_to(*emb);
+    emb->add_option("--text", request.texts, "a prompt (repeatable; encoded as one padded batch)");
+    emb->add_option("--image", request.image_paths, "an 8-bit image file (repeatable)");
+    emb->add_option("--out", out, "write input_ids, text_cls, text_tokens, image_cls, image_tokens to this .npz");
+    emb->add_option("--dtype", dtype, "float32 | float16 output")->capture_default_str()
+        ->check(CLI::IsMember({"float32", "float16"}));
+
+    BuildArgs build_args;
+    auto* build = build_args.add_to(app);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : static_cast<int>(fstore::ExitCode::usage);
+    }
+    return fstore::run_guarded([&] {
+        fstore::configure_logging(log_level);
+        if (info->parsed()) return model_info(info_args, as_json);
+        if (build->parsed()) return build_args.run(argc, argv);
+        request.type = dtype == "float16" ? fstore::OutputType::float16 : fstore::OutputType::float32;
+        return embed(embed_args, request, out);
+    });
+}

@@ -1,0 +1,127 @@
+// The build pipeline behind `fstore build`: prompts and images in, a feature store out.
+//
+// It ports the reference writer (docs: reference-store.md, "Writer behaviour"):
+//   text stage   for each prompt template (concept templates, then label templates):
+//                tokenize its texts, encode_text -> CLS (K,D) + tokens (K,T_txt,D), write
+//                templates/<id>; then the prompt attributes (label_texts, concept_texts,
+//                prompt_temp_for_*) and the model's four logit scalars as float64.
+//   image stage  splits in the order asked (default train, val, test), samples in dataset
+//                order, batches of `batch_size`: encode_image -> CLS + tokens as half floats,
+//                appended with ids = row number, label (-1 when missing), split name.
+//
+// Better than the reference:
+//   - Crash-safe resume. The rows on disk are the truth: per split, the run skips as many
+//     samples as the `split` column already holds for that split, and appends the rest.
+//     Every batch is one atomic commit of the store's rollback journal, so a kill at any
+//     moment (SIGKILL included) leaves the last complete batch and the next run continues
+//     from there: same rows, ids 0..N-1, no duplicates, no gaps.
+//   - Identity checks. At creation the store records what its contents depend on, as root
+//     attributes: fstore_model_name, fstore_model_sha256 (SHA-256 of the archive),
+//     fstore_dataset, fstore_image_size and fstore_prompt_hash. Resuming with a different
+//     model, dataset, size or prompt set throws MismatchError naming what differs, unless
+//     `resume` is false (--no-resume): the image datasets then start afresh (and template
+//     groups written by another model or prompt set are dropped).
+//   - Interruption: `stop` is polled between batches (and between templates). When it is
+//     set the run finishes the batch in hand, commits it and returns a summary with
+//     `interrupted` = true; rerunning the same command resumes.
+//   - Overlap: a loader thread reads and preprocesses (on `loader_threads` workers) while
+//     the model encodes, and a writer thread appends while the next batch encodes. Queues
+//     between the stages are bounded (a couple of batches), so memory stays flat whatever
+//     the dataset size.
+//
+// Only the model module touches LibTorch; this one hands it float pixel buffers.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace fstore {
+
+class Progress;
+
+// Every flag of `fstore build`, already parsed. Defaults are the CLI's defaults.
+struct BuildOptions {
+    bool run_text = true;   // the CLI: neither --run-text nor --run-image given = both
+    bool run_image = true;
+
+    std::filesystem::path h5_path = "conceptclip_features.h5";  // --h5 / --output-path
+    std::filesystem::path model_path = "models/conceptclip.pt";  // --model
+
+    // Data: a MedMNIST .npz by name and size, or a folder of images + CSV.
+    std::string dataset;                // --dataset; empty: "bloodmnist" (npz) / "custom" (folder)
+    int size = 224;                     // --size: 28, 64, 128 or 224 (MedMNIST file variant)
+    std::filesystem::path data_root;    // --data-root; empty: ~/.medmnist
+    bool download = false;              // --download: fetch a missing/partial npz first
+    std::filesystem::path images_dir;   // --images (custom folder)
+    std::filesystem::path labels_csv;   // --labels path,label[,split]
+    bool strict = false;                // --strict: an unreadable image fails the run
+
+    std::filesystem::path prompts_file;  // --prompts FILE.json; empty: BloodMNIST defaults
+    std::vector<std::string> splits{"train", "val", "test"};  // --splits, in write order
+    std::int64_t limit = -1;            // --limit N: first N samples per split; < 0: all
+
+    int batch_size = 64;                // --batch-size
+    std::string device = "auto";        // --device: auto | cpu | cuda | cuda:N
+    std::string precision = "fp32";     // --precision: fp32 | fp16 | bf16
+    int threads = 0;                    // --threads: LibTorch intra-op threads (0 = cores)
+    int loader_threads = 0;             // decode/preprocess workers (0 = from the core count)
+
+    bool resume = true;                 // false: --no-resume
+    bool durable = false;               // --durable: fsync at every commit (power-loss safe)
+
+    // Test hook (env FSTORE_TEST_STEP_DELAY_MS of the CLI): sleep this long before each
+    // template and each batch so that a kill harness can hit every phase. 0 in normal use.
+    std::chrono::milliseconds step_delay{0};
+};
+
+// Checks option values that do not need any file (sizes, batch size, split names, the
+// text/image/folder combinations). Throws UsageError naming the flag and the fix.
+void validate_options(const BuildOptions& options);
+
+// What a run did; printed at the end like the reference prints it, or as JSON (--json).
+struct BuildSummary {
+    std::filesystem::path store_path;
+    std::string model_name;
+    std::string device;
+    // Templates written in this run, in write order, with their row counts (K).
+    std::vector<std::pair<std::string, std::int64_t>> templates;
+    // Per split in write order: rows found on disk at start (resumed), rows appended now.
+    struct SplitResult {
+        std::string name;
+        std::int64_t resumed = 0;
+        std::int64_t appended = 0;
+        std::int64_t expected = 0;  // samples of the split this run aims at (after --limit)
+    };
+    std::vector<SplitResult> splits;
+    std::int64_t total_new = 0;     // rows appended in this run
+    std::int64_t total_rows = 0;    // rows in the store at the end
+    std::int64_t skipped_images = 0;  // unreadable images left out (custom folder)
+    bool interrupted = false;       // stopped early by the stop flag
+    double seconds = 0.0;
+
+    nlohmann::json to_json() const;
+    // Multi-line human summary (stored templates with counts, samples appended per split,
+    // total new samples), ending with a newline.
+    std::string to_text() const;
+};
+
+// Runs the stages `options` asks for. `stop` may be null (never interrupted); `progress`
+// may be null (no progress output). Throws the fstore::Error subclasses: UsageError,
+// NotFoundError (model with an export hint, npz with a --download hint), FormatError,
+// DataError, ModelError, MismatchError, LockedError, NetworkError.
+BuildSummary run_build(const BuildOptions& options, const std::atomic<bool>* stop = nullptr,
+                       Progress* progress = nullptr);
+
+// The command that resumes an interrupted run: `fstore build` with the same arguments.
+// Used for the "interrupted; resume with: ..." hint.
+std::string resume_hint(const std::vector<std::string>& argv);
+
+}  // namespace fstore

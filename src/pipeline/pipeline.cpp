@@ -1,0 +1,715 @@
+#include "fstore/pipeline.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "bounded_queue.hpp"
+#include "fstore/datasets.hpp"
+#include "fstore/download.hpp"
+#include "fstore/error.hpp"
+#include "fstore/feature_store.hpp"
+#include "fstore/model.hpp"
+#include "fstore/preprocess.hpp"
+#include "fstore/progress.hpp"
+#include "fstore/prompts.hpp"
+#include "fstore/tokenizer.hpp"
+
+namespace fstore {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Root attributes that identify what a store's contents were computed from.
+constexpr const char* attr_model_name = "fstore_model_name";
+constexpr const char* attr_model_sha = "fstore_model_sha256";
+constexpr const char* attr_dataset = "fstore_dataset";
+constexpr const char* attr_image_size = "fstore_image_size";
+constexpr const char* attr_labels_sha = "fstore_labels_sha256";
+constexpr const char* attr_prompt_hash = "fstore_prompt_hash";
+
+std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
+
+bool stopping(const std::atomic<bool>* stop) {
+    return stop != nullptr && stop->load(std::memory_order_acquire);
+}
+
+void step_pause(std::chrono::milliseconds delay) {
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
+}
+
+std::string resolved_dataset_name(const BuildOptions& o) {
+    if (!o.dataset.empty()) return o.dataset;
+    return o.images_dir.empty() ? "bloodmnist" : "custom";
+}
+
+// ---- identity ---------------------------------------------------------------------------
+
+struct IdentityEntry {
+    const char* attribute;
+    std::string value;
+    const char* what;  // for messages: "model", "dataset", ...
+};
+
+std::optional<std::string> attribute_text(const FeatureStore& store, const char* name) {
+    const auto value = store.attribute(name);
+    if (!value) return std::nullopt;
+    if (const auto* s = std::get_if<std::string>(&*value)) return *s;
+    if (const auto* i = std::get_if<std::int64_t>(&*value)) return std::to_string(*i);
+    return fmt::format("{}", std::get<double>(*value));
+}
+
+std::string short_value(const std::string& v) {
+    // SHA-256 hex is long; 12 digits tell archives apart in a message.
+    return v.size() == 64 ? v.substr(0, 12) + "..." : v;
+}
+
+// ---- stages' data -----------------------------------------------------------------------
+
+// Preprocessed pixels of one batch (loader -> encoder).
+struct PixelBatch {
+    std::int64_t rows = 0;
+    std::vector<float> pixels;  // rows x 3 x S x S
+    std::vector<std::int64_t> labels;
+    std::vector<std::string> splits;
+    std::size_t segment = 0;  // index into the plan
+};
+
+// Encoded features of one batch (encoder -> writer).
+struct EncodedBatch {
+    std::int64_t rows = 0;
+    std::vector<std::uint16_t> cls;     // rows x D half bits
+    std::vector<std::uint16_t> tokens;  // rows x T_img x D half bits
+    std::vector<std::int64_t> labels;
+    std::vector<std::string> splits;
+    std::size_t segment = 0;
+};
+
+// What the image stage does with one split.
+struct Segment {
+    std::string split;
+    std::int64_t size = 0;      // samples the source has for this split
+    std::int64_t resumed = 0;   // rows already on disk
+    std::int64_t expected = 0;  // rows wanted in the end (size, or --limit)
+};
+
+// The one place rows reach the store. A faster writer (parallel chunk compression) can
+// replace this function without touching the stages around it.
+void write_rows(FeatureStore& store, const EncodedBatch& batch, bool durable) {
+    RowBatch rows;
+    rows.rows = batch.rows;
+    rows.image_features = batch.cls.data();
+    rows.image_token_features = batch.tokens.data();
+    rows.labels = batch.labels.data();
+    rows.splits = &batch.splits;
+    store.append_batch(rows);
+    if (durable) {
+        // The journal commit happened in append_batch; make its result survive power loss.
+        const int fd = ::open(store.path().c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ::fdatasync(fd);
+            ::close(fd);
+        }
+    }
+}
+
+// Runs `work(i)` for i in [0, n) on up to `workers` threads (the calling thread included).
+template <class Work>
+void parallel_for(std::size_t n, std::size_t workers, Work&& work) {
+    workers = std::max<std::size_t>(1, std::min(workers, n));
+    if (workers == 1) {
+        for (std::size_t i = 0; i < n; ++i) work(i, 0);
+        return;
+    }
+    std::vector<std::thread> threads;
+    std::vector<std::exception_ptr> errors(workers);
+    threads.reserve(workers - 1);
+    auto run = [&](std::size_t w) {
+        try {
+            for (std::size_t i = w; i < n; i += workers) work(i, w);
+        } catch (...) {
+            errors[w] = std::current_exception();
+        }
+    };
+    for (std::size_t w = 1; w < workers; ++w) threads.emplace_back(run, w);
+    run(0);
+    for (auto& t : threads) t.join();
+    for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+}
+
+// Joins a thread on scope exit, after running `on_exit` (which must make it finish).
+class ThreadGuard {
+public:
+    ThreadGuard(std::thread& thread, std::function<void()> on_exit)
+        : thread_(thread), on_exit_(std::move(on_exit)) {}
+    ~ThreadGuard() {
+        if (thread_.joinable()) {
+            on_exit_();
+            thread_.join();
+        }
+    }
+    ThreadGuard(const ThreadGuard&) = delete;
+    ThreadGuard& operator=(const ThreadGuard&) = delete;
+
+private:
+    std::thread& thread_;
+    std::function<void()> on_exit_;
+};
+
+// ---- the run ----------------------------------------------------------------------------
+
+class BuildRun {
+public:
+    BuildRun(const BuildOptions& options, const std::atomic<bool>* stop, Progress* progress)
+        : o_(options), stop_(stop), progress_(progress) {}
+
+    BuildSummary run();
+
+private:
+    void open_model();
+    void open_store();
+    void check_identity();
+    void text_stage();
+    void image_stage();
+    std::unique_ptr<ImageSource> open_source();
+    std::vector<Segment> plan(const ImageSource& source);
+
+    void message(const std::string& line) {
+        if (progress_ != nullptr) progress_->message(line);
+    }
+
+    const BuildOptions& o_;
+    const std::atomic<bool>* stop_;
+    Progress* progress_;
+
+    std::optional<ClipModel> model_;
+    std::optional<FeatureStore> store_;
+    std::optional<PromptSet> prompts_;
+    std::vector<IdentityEntry> identity_;
+    BuildSummary summary_;
+};
+
+BuildSummary BuildRun::run() {
+    const auto started = std::chrono::steady_clock::now();
+    validate_options(o_);
+    if (o_.run_text) {
+        prompts_ = o_.prompts_file.empty() ? bloodmnist_prompts() : load_prompt_set(o_.prompts_file);
+    }
+    open_model();
+    open_store();
+    check_identity();
+    summary_.store_path = o_.h5_path;
+    if (o_.run_text) text_stage();
+    if (o_.run_image && !summary_.interrupted) image_stage();
+    summary_.total_rows = store_->rows();
+    summary_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return std::move(summary_);
+}
+
+void BuildRun::open_model() {
+    ModelOptions mo;
+    mo.device = o_.device;
+    mo.precision = parse_precision(o_.precision);
+    mo.threads = o_.threads;
+    std::error_code ec;
+    if (!fs::exists(o_.model_path, ec)) {
+        throw NotFoundError("model archive " + quoted(o_.model_path) +
+                            " not found: export ConceptCLIP with `/usr/bin/python3 "
+                            "scripts/export_conceptclip.py --out " + o_.model_path.string() +
+                            "` or pass --model PATH (tiny test models: models/tiny.pt)");
+    }
+    spdlog::info("loading model {}", o_.model_path.string());
+    model_.emplace(ClipModel::load(o_.model_path.string(), mo));
+    summary_.model_name = model_->config().name;
+    summary_.device = model_->device();
+    spdlog::info("model {}: D={}, T_img={}, image size {}, device {}", model_->config().name,
+                 model_->config().embed_dim, model_->config().image_tokens,
+                 model_->config().image_size, model_->device());
+}
+
+void BuildRun::open_store() {
+    StoreLayout layout;
+    layout.dim = model_->config().embed_dim;
+    layout.image_tokens = model_->config().image_tokens;
+    // open_or_create throws MismatchError itself when an existing store has another D/T_img.
+    store_.emplace(FeatureStore::open_or_create(o_.h5_path, layout));
+    spdlog::info("store {}: {} rows, {} templates", o_.h5_path.string(), store_->rows(),
+                 store_->template_ids().size());
+}
+
+void BuildRun::check_identity() {
+    FeatureStore& store = *store_;
+    const auto& cfg = model_->config();
+    const bool has_rows = store.rows() > 0;
+    const bool has_templates = !store.template_ids().empty();
+
+    struct Check {
+        IdentityEntry entry;
+        bool relevant;  // does existing content depend on it, and does this run add to it?
+    };
+    std::vector<Check> checks;
+    const std::string sha = model_->archive_sha256();
+    checks.push_back({{attr_model_name, cfg.name, "model"}, has_rows || has_templates});
+    checks.push_back({{attr_model_sha, sha, "model archive (SHA-256)"}, has_rows || has_templates});
+    if (o_.run_image) {
+        checks.push_back({{attr_dataset, resolved_dataset_name(o_), "dataset"}, has_rows});
+        if (o_.images_dir.empty()) {
+            checks.push_back({{attr_image_size, std::to_string(o_.size), "image size"}, has_rows});
+        } else {
+            checks.push_back({{attr_labels_sha, file_sha256(o_.labels_csv.string()), "labels CSV (SHA-256)"},
+                              has_rows});
+        }
+    }
+    if (o_.run_text) {
+        checks.push_back({{attr_prompt_hash, prompt_set_hash(*prompts_), "prompt set"}, has_templates});
+    }
+
+    std::vector<std::string> differences;
+    bool model_differs = false, prompts_differ = false;
+    for (const auto& c : checks) {
+        const auto recorded = attribute_text(store, c.entry.attribute);
+        if (!recorded || *recorded == c.entry.value || !c.relevant) continue;
+        differences.push_back(fmt::format("{} '{}', not '{}'", c.entry.what, short_value(*recorded),
+                                          short_value(c.entry.value)));
+        const std::string attr = c.entry.attribute;
+        if (attr == attr_model_name || attr == attr_model_sha) model_differs = true;
+        if (attr == attr_prompt_hash) prompts_differ = true;
+    }
+    if (!differences.empty() && o_.resume) {
+        std::string list;
+        for (const auto& d : differences) list += (list.empty() ? "" : "; ") + d;
+        throw MismatchError("store " + quoted(o_.h5_path) + " was built with " + list +
+                            ": pass --no-resume to rebuild it with these inputs, or write to another --h5 path");
+    }
+    if (has_rows && !attribute_text(store, attr_model_sha)) {
+        spdlog::warn("store {} records no model identity (written by another tool?): resuming it "
+                     "assumes the same model, dataset and size", o_.h5_path.string());
+    }
+
+    if (!o_.resume) {
+        if (o_.run_image && has_rows) {
+            spdlog::info("--no-resume: dropping the {} rows of {}", store.rows(), o_.h5_path.string());
+            store.truncate_rows(0);
+        }
+        if (o_.run_text && has_templates && (model_differs || prompts_differ)) {
+            spdlog::info("--no-resume: dropping template groups of another model or prompt set");
+            store.clear_templates();
+        }
+        if (!o_.run_image && store.rows() > 0 && model_differs) {
+            spdlog::warn("the {} image rows of {} were encoded by another model; rerun with --run-image "
+                         "--no-resume to re-encode them", store.rows(), o_.h5_path.string());
+        }
+    }
+    for (const auto& c : checks) store.set_attribute(c.entry.attribute, c.entry.value);
+    // The reference's extra metadata: the dataset name as a JSON string.
+    if (o_.run_image || !store.attribute("dataset")) {
+        store.set_json_attribute("dataset", resolved_dataset_name(o_));
+    }
+    store.commit();
+}
+
+// ---- text stage -------------------------------------------------------------------------
+
+void BuildRun::text_stage() {
+    FeatureStore& store = *store_;
+    const auto& cfg = model_->config();
+    const auto tokenizer = make_tokenizer(
+        tokenizer_config_from_json(nlohmann::json::parse(cfg.tokenizer_json), cfg.context_length),
+        cfg.tokenizer_bytes);
+    const auto templates = expand_templates(*prompts_);
+    spdlog::info("text stage: {} templates", templates.size());
+    if (progress_ != nullptr) progress_->begin("text", static_cast<std::int64_t>(templates.size()), 0, "tpl");
+    for (const auto& t : templates) {
+        if (stopping(stop_)) {
+            summary_.interrupted = true;
+            break;
+        }
+        step_pause(o_.step_delay);
+        spdlog::debug("text: encoding template {}", t.id);
+        const TokenBatch ids = tokenizer->encode_batch(t.texts);
+        Embeddings e = model_->encode_texts(ids.input_ids.data(), ids.batch, ids.length, OutputType::float32);
+        TemplateRecord record;
+        record.texts = t.texts;
+        record.text_features = std::move(e.cls_f32);
+        record.text_token_features = std::move(e.tokens_f32);
+        record.text_tokens = e.tokens;
+        store.write_template(t.id, record);
+        spdlog::debug("text: template {} committed", t.id);
+        summary_.templates.emplace_back(t.id, static_cast<std::int64_t>(t.texts.size()));
+        if (progress_ != nullptr) progress_->advance(1);
+    }
+    if (progress_ != nullptr) progress_->end();
+    if (summary_.interrupted) return;
+
+    // Prompt vocabulary (Python json.dumps formatting, as the reference writes it) and the
+    // model's logit scalars as float64.
+    for (const auto& [name, value] : prompt_attributes(*prompts_)) store.set_attribute(name, value);
+    const auto& s = model_->logit_scalars();
+    const std::pair<const char*, const std::optional<double>*> scalars[] = {
+        {"logit_scale", &s.logit_scale},
+        {"logit_bias", &s.logit_bias},
+        {"concept_logit_scale", &s.concept_logit_scale},
+        {"concept_logit_bias", &s.concept_logit_bias},
+    };
+    for (const auto& [name, value] : scalars) {
+        if (*value) store.set_attribute(name, **value);
+    }
+    store.commit();
+    spdlog::debug("text: prompt attributes committed");
+}
+
+// ---- image stage ------------------------------------------------------------------------
+
+std::unique_ptr<ImageSource> BuildRun::open_source() {
+    if (!o_.images_dir.empty()) {
+        ImageFolderOptions fo;
+        fo.images_dir = o_.images_dir.string();
+        fo.labels_csv = o_.labels_csv.string();
+        fo.splits = o_.splits;
+        fo.strict = o_.strict;
+        fo.on_skip = [this](const std::string& path, const std::string& reason) {
+            ++summary_.skipped_images;
+            spdlog::warn("skipping unreadable image '{}': {}", path, reason);
+        };
+        return open_image_folder(fo);
+    }
+    const std::string name = resolved_dataset_name(o_);
+    if (o_.download) {
+        DownloadOptions dl;
+        // Ctrl-C cancels a download (InterruptedError, exit 130); the .part file resumes it.
+        dl.progress = [this](std::uint64_t, std::uint64_t) { return !stopping(stop_); };
+        spdlog::info("making sure {} is present in {}", medmnist_file_name(name, o_.size),
+                     medmnist_root(o_.data_root.string()));
+        download_medmnist(name, o_.size, o_.data_root.string(), dl);
+    }
+    MedmnistOptions mo;
+    mo.name = name;
+    mo.size = o_.size;
+    mo.root = o_.data_root.string();
+    mo.splits = o_.splits;
+    return open_medmnist(mo);
+}
+
+std::vector<Segment> BuildRun::plan(const ImageSource& source) {
+    const auto on_disk = store_->split_counts_from_data();
+    std::vector<Segment> segments;
+    for (const auto& info : source.splits()) {
+        Segment seg;
+        seg.split = info.name;
+        seg.size = info.size;
+        seg.expected = o_.limit >= 0 ? std::min(o_.limit, info.size) : info.size;
+        const auto it = on_disk.find(info.name);
+        seg.resumed = it == on_disk.end() ? 0 : it->second;
+        if (seg.resumed > info.size) {
+            throw MismatchError(fmt::format(
+                "store {} holds {} '{}' rows but the dataset has only {}: pass --no-resume to rebuild it, "
+                "or write to another --h5 path", quoted(o_.h5_path), seg.resumed, info.name, info.size));
+        }
+        segments.push_back(seg);
+    }
+    for (const auto& [name, count] : on_disk) {
+        const bool planned = std::any_of(segments.begin(), segments.end(),
+                                         [&](const Segment& s) { return s.split == name; });
+        if (!planned) spdlog::info("store keeps {} rows of split '{}' (not part of this run)", count, name);
+    }
+    return segments;
+}
+
+void BuildRun::image_stage() {
+    if (stopping(stop_)) {
+        summary_.interrupted = true;
+        return;
+    }
+    auto source = open_source();
+    const std::vector<Segment> segments = plan(*source);
+    const auto& cfg = model_->config();
+    const std::int64_t dim = cfg.embed_dim;
+    const std::int64_t tokens = cfg.image_tokens;
+    PreprocessConfig pc;
+    pc.image_size = static_cast<int>(cfg.image_size);
+    pc.mean = cfg.image_mean;
+    pc.std = cfg.image_std;
+    pc.resample = cfg.resample;
+    const std::size_t image_floats = 3 * static_cast<std::size_t>(pc.image_size) * pc.image_size;
+
+    for (const auto& seg : segments) {
+        summary_.splits.push_back({seg.split, seg.resumed, 0, seg.expected});
+        spdlog::info("split {}: {} samples, {} on disk, {} to encode", seg.split, seg.size, seg.resumed,
+                     std::max<std::int64_t>(seg.expected - seg.resumed, 0));
+    }
+
+    std::size_t workers = o_.loader_threads > 0 ? static_cast<std::size_t>(o_.loader_threads)
+                                                : std::clamp<std::size_t>(std::thread::hardware_concurrency() / 2, 1, 8);
+    const auto batch_size = static_cast<std::size_t>(o_.batch_size);
+
+    // Stage queues: a couple of batches each way, so memory stays flat. Spare buffers come
+    // back through the recycle queues to avoid re-faulting ~100 MB per batch.
+    detail::BoundedQueue<PixelBatch> pixel_queue(2);
+    detail::BoundedQueue<std::vector<float>> pixel_spares(3);
+    detail::BoundedQueue<EncodedBatch> encoded_queue(1);
+    detail::BoundedQueue<EncodedBatch> encoded_spares(2);
+    std::atomic<bool> cancel_loader{false};
+    std::exception_ptr loader_error, writer_error;
+
+    // Loader: walks the splits in order; per split skips the rows already on disk, reads up
+    // to `expected`, and skips the rest (beyond --limit).
+    std::thread loader([&] {
+        try {
+            std::vector<Preprocessor> preprocessors;
+            for (std::size_t w = 0; w < workers; ++w) preprocessors.emplace_back(pc);
+            std::vector<Sample> samples;
+            std::size_t seg_index = 0;
+            while (!cancel_loader.load() && !source->current_split().empty()) {
+                const std::string split = source->current_split();
+                while (seg_index < segments.size() && segments[seg_index].split != split) ++seg_index;
+                if (seg_index == segments.size()) {
+                    throw InternalError("dataset yielded split '" + split + "' that was not planned");
+                }
+                const Segment& seg = segments[seg_index];
+                if (source->position_in_split() < seg.resumed) {
+                    source->skip(seg.resumed - source->position_in_split());
+                }
+                while (!cancel_loader.load() && source->current_split() == split &&
+                       source->position_in_split() < seg.expected) {
+                    const auto want = static_cast<std::size_t>(
+                        std::min<std::int64_t>(static_cast<std::int64_t>(batch_size),
+                                               seg.expected - source->position_in_split()));
+                    const std::size_t got = source->next_batch(want, samples);
+                    if (got == 0) break;
+                    PixelBatch batch;
+                    batch.rows = static_cast<std::int64_t>(got);
+                    batch.segment = seg_index;
+                    if (auto spare = pixel_spares.try_pop()) batch.pixels = std::move(*spare);
+                    batch.pixels.resize(got * image_floats);
+                    batch.labels.resize(got);
+                    batch.splits.assign(got, split);
+                    parallel_for(got, workers, [&](std::size_t i, std::size_t w) {
+                        const Sample& s = samples[i];
+                        preprocessors[w].run(ImageView{s.pixels.data(), s.height, s.width, s.channels},
+                                             batch.pixels.data() + i * image_floats);
+                        batch.labels[i] = s.label;
+                    });
+                    if (!pixel_queue.push(std::move(batch))) return;
+                }
+                // Past --limit (or the end): move on to the next split.
+                if (source->current_split() == split && !cancel_loader.load()) {
+                    source->skip(std::numeric_limits<std::int64_t>::max());
+                }
+            }
+        } catch (...) {
+            loader_error = std::current_exception();
+        }
+        pixel_queue.close();
+    });
+    ThreadGuard loader_guard(loader, [&] {
+        cancel_loader.store(true);
+        pixel_queue.close();
+    });
+
+    // Writer: appends encoded batches in order and reports progress.
+    std::vector<std::int64_t> appended(segments.size(), 0);
+    std::thread writer([&] {
+        std::optional<std::size_t> phase;
+        try {
+            while (auto batch = encoded_queue.pop()) {
+                if (phase != batch->segment) {
+                    const Segment& seg = segments[batch->segment];
+                    if (progress_ != nullptr) progress_->begin(seg.split, seg.expected, seg.resumed);
+                    phase = batch->segment;
+                }
+                spdlog::debug("image: committing rows {}..{} ({})", store_->rows(),
+                              store_->rows() + batch->rows - 1, segments[batch->segment].split);
+                write_rows(*store_, *batch, o_.durable);
+                spdlog::debug("image: committed, store holds {} rows", store_->rows());
+                appended[batch->segment] += batch->rows;
+                if (progress_ != nullptr) progress_->advance(batch->rows);
+                encoded_spares.try_push(std::move(*batch));
+            }
+        } catch (...) {
+            writer_error = std::current_exception();
+            encoded_queue.close();
+        }
+        if (progress_ != nullptr) progress_->end();
+    });
+    ThreadGuard writer_guard(writer, [&] { encoded_queue.close(); });
+
+    // Encoder: this thread. Polls the stop flag between batches.
+    std::exception_ptr encoder_error;
+    try {
+        for (;;) {
+            if (stopping(stop_)) {
+                summary_.interrupted = true;
+                break;
+            }
+            auto pixels = pixel_queue.pop();
+            if (!pixels) break;
+            step_pause(o_.step_delay);
+            spdlog::debug("image: encoding {} rows of {}", pixels->rows, segments[pixels->segment].split);
+            EncodedBatch encoded;
+            if (auto spare = encoded_spares.try_pop()) encoded = std::move(*spare);
+            encoded.rows = pixels->rows;
+            encoded.segment = pixels->segment;
+            encoded.cls.resize(static_cast<std::size_t>(pixels->rows * dim));
+            encoded.tokens.resize(static_cast<std::size_t>(pixels->rows * tokens * dim));
+            EmbeddingTarget target;
+            target.type = OutputType::float16;
+            target.cls = encoded.cls.data();
+            target.tokens = encoded.tokens.data();
+            model_->encode_images(pixels->pixels.data(), pixels->rows, target);
+            encoded.labels = std::move(pixels->labels);
+            encoded.splits = std::move(pixels->splits);
+            pixel_spares.try_push(std::move(pixels->pixels));
+            if (!encoded_queue.push(std::move(encoded))) break;  // the writer failed
+        }
+    } catch (...) {
+        encoder_error = std::current_exception();
+    }
+
+    // Shut down: stop the loader, let the writer finish what was encoded (those batches are
+    // complete and worth keeping), then report the first error.
+    cancel_loader.store(true);
+    pixel_queue.close();
+    pixel_queue.clear();
+    loader.join();
+    encoded_queue.close();
+    writer.join();
+
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+        summary_.splits[i].appended = appended[i];
+        summary_.total_new += appended[i];
+    }
+    if (writer_error) std::rethrow_exception(writer_error);
+    if (encoder_error) std::rethrow_exception(encoder_error);
+    if (loader_error) std::rethrow_exception(loader_error);
+    // The dataset shrank under us, or a folder had unreadable images: not an error.
+    for (const auto& s : summary_.splits) {
+        if (!summary_.interrupted && s.resumed + s.appended < s.expected && summary_.skipped_images == 0) {
+            spdlog::warn("split {}: {} of {} samples written", s.name, s.resumed + s.appended, s.expected);
+        }
+    }
+}
+
+std::string shell_quote(const std::string& arg) {
+    if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                              "0123456789_-+=/.,:@%") == std::string::npos) {
+        return arg;
+    }
+    std::string out = "'";
+    for (char c : arg) {
+        if (c == '\'') out += "'\\''";
+        else out += c;
+    }
+    return out + "'";
+}
+
+}  // namespace
+
+void validate_options(const BuildOptions& o) {
+    if (!o.run_text && !o.run_image) {
+        throw UsageError("nothing to do: both stages are skipped; drop --skip-text or --skip-image");
+    }
+    if (o.batch_size < 1) {
+        throw UsageError("--batch-size " + std::to_string(o.batch_size) + " is invalid: use 1 or more");
+    }
+    if (o.limit < -1) throw UsageError("--limit must be 0 or more");
+    if (o.threads < 0) throw UsageError("--threads must be 0 (all cores) or more");
+    if (o.h5_path.empty()) throw UsageError("--h5 needs a file path");
+    if (o.images_dir.empty() != o.labels_csv.empty()) {
+        throw UsageError("--images and --labels go together: pass both (a folder and its path,label[,split] CSV)");
+    }
+    const bool folder = !o.images_dir.empty();
+    if (folder && o.download) {
+        throw UsageError("--download fetches MedMNIST files; it cannot be combined with --images/--labels");
+    }
+    if (!folder && o.run_image) {
+        const int sizes[] = {28, 64, 128, 224};
+        if (std::find(std::begin(sizes), std::end(sizes), o.size) == std::end(sizes)) {
+            throw UsageError("--size " + std::to_string(o.size) + " is not a MedMNIST size: use 28, 64, 128 or 224");
+        }
+    }
+    if (o.splits.empty()) throw UsageError("--splits is empty: name at least one split, e.g. train,val,test");
+    std::set<std::string> seen;
+    for (const auto& s : o.splits) {
+        if (s.empty()) throw UsageError("--splits has an empty name: use e.g. train,val,test");
+        if (!seen.insert(s).second) throw UsageError("--splits names '" + s + "' twice: name each split once");
+        if (!folder && s != "train" && s != "val" && s != "test") {
+            throw UsageError("--splits: MedMNIST has no split '" + s + "': use train, val and/or test");
+        }
+    }
+    if (o.precision != "fp32" && o.precision != "fp16" && o.precision != "bf16") {
+        throw UsageError("--precision '" + o.precision + "' is unknown: use fp32, fp16 or bf16");
+    }
+}
+
+nlohmann::json BuildSummary::to_json() const {
+    nlohmann::json j;
+    j["store"] = store_path.string();
+    j["model"] = model_name;
+    j["device"] = device;
+    nlohmann::json tpl = nlohmann::json::array();
+    for (const auto& [id, k] : templates) tpl.push_back({{"id", id}, {"texts", k}});
+    j["templates"] = tpl;
+    nlohmann::json splits_json = nlohmann::json::array();
+    for (const auto& s : splits) {
+        splits_json.push_back({{"split", s.name}, {"resumed", s.resumed}, {"appended", s.appended},
+                               {"expected", s.expected}});
+    }
+    j["splits"] = splits_json;
+    j["total_new"] = total_new;
+    j["total_rows"] = total_rows;
+    j["skipped_images"] = skipped_images;
+    j["interrupted"] = interrupted;
+    j["seconds"] = seconds;
+    return j;
+}
+
+std::string BuildSummary::to_text() const {
+    std::string out;
+    if (!templates.empty()) {
+        out += fmt::format("Stored {} templates in {}:\n", templates.size(), store_path.string());
+        for (const auto& [id, k] : templates) out += fmt::format("  {}: {} texts\n", id, k);
+    }
+    if (!splits.empty()) {
+        out += "Samples appended per split:\n";
+        for (const auto& s : splits) {
+            out += fmt::format("  {}: {} new", s.name, s.appended);
+            if (s.resumed > 0) out += fmt::format(" (resumed after {} on disk)", s.resumed);
+            out += fmt::format(", {} total\n", s.resumed + s.appended);
+        }
+        out += fmt::format("Total new samples: {} (store holds {} rows)\n", total_new, total_rows);
+    }
+    if (skipped_images > 0) out += fmt::format("Skipped unreadable images: {}\n", skipped_images);
+    if (interrupted) out += "Interrupted: the store holds every batch committed so far.\n";
+    return out;
+}
+
+BuildSummary run_build(const BuildOptions& options, const std::atomic<bool>* stop, Progress* progress) {
+    BuildRun run(options, stop, progress);
+    return run.run();
+}
+
+std::string resume_hint(const std::vector<std::string>& argv) {
+    // Rerunning with --no-resume would start over: leave it out.
+    std::string out;
+    for (const auto& arg : argv) {
+        if (arg == "--no-resume") continue;
+        out += (out.empty() ? "" : " ") + shell_quote(arg);
+    }
+    return out;
+}
+
+}  // namespace fstore

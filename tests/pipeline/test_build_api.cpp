@@ -1,0 +1,171 @@
+// run_build and its helpers as a library: option validation, the resume hint, the stop
+// flag, and resume from the rows on disk (through FeatureStore, not the CLI).
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "fstore/error.hpp"
+#include "fstore/feature_store.hpp"
+#include "fstore/pipeline.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+fstore::BuildOptions valid() {
+    fstore::BuildOptions o;
+    o.size = 28;
+    return o;
+}
+
+// A scratch directory with a generated BloodMNIST-format npz (train 5, val 2, test 3).
+struct Fixture {
+    fs::path dir;
+    Fixture() {
+        dir = fs::temp_directory_path() / ("fstore-pipeline-api-" + std::to_string(::getpid()) + "-" +
+                                           ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        fs::remove_all(dir);
+        fs::create_directories(dir);
+        const std::string cmd = std::string(FSTORE_PYTHON) + " " + FSTORE_SOURCE_DIR +
+                                "/tests/python/fstore_ref/medmnist.py --out " + (dir / "data").string() +
+                                " --size 28 --train 5 --val 2 --test 3 --seed 4 > /dev/null";
+        if (std::system(cmd.c_str()) != 0) throw std::runtime_error("cannot generate test data: " + cmd);
+    }
+    ~Fixture() { fs::remove_all(dir); }
+    fstore::BuildOptions options() const {
+        fstore::BuildOptions o = valid();
+        o.model_path = fs::path(FSTORE_SOURCE_DIR) / "models" / "tiny.pt";
+        o.h5_path = dir / "store.h5";
+        o.data_root = dir / "data";
+        o.batch_size = 2;
+        o.threads = 1;
+        return o;
+    }
+};
+
+}  // namespace
+
+TEST(BuildOptions, ValidationNamesTheFlag) {
+    EXPECT_NO_THROW(fstore::validate_options(valid()));
+    auto expect_usage = [](fstore::BuildOptions o, const std::string& needle) {
+        try {
+            fstore::validate_options(o);
+            ADD_FAILURE() << "no error for " << needle;
+        } catch (const fstore::UsageError& e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    auto o = valid();
+    o.batch_size = 0;
+    expect_usage(o, "--batch-size");
+    o = valid();
+    o.size = 100;
+    expect_usage(o, "--size 100");
+    o = valid();
+    o.splits = {"train", "train"};
+    expect_usage(o, "twice");
+    o = valid();
+    o.images_dir = "imgs";
+    expect_usage(o, "--labels");
+    o = valid();
+    o.run_text = o.run_image = false;
+    expect_usage(o, "nothing to do");
+    o = valid();
+    o.precision = "fp8";
+    expect_usage(o, "--precision");
+    // A folder dataset may name any split; MedMNIST only train/val/test.
+    o = valid();
+    o.splits = {"holdout"};
+    expect_usage(o, "holdout");
+    o.images_dir = "imgs";
+    o.labels_csv = "labels.csv";
+    EXPECT_NO_THROW(fstore::validate_options(o));
+}
+
+TEST(BuildOptions, ResumeHintRepeatsTheCommandWithoutNoResume) {
+    EXPECT_EQ(fstore::resume_hint({"fstore", "build", "--no-resume", "--h5", "my store.h5", "--limit", "5"}),
+              "fstore build --h5 'my store.h5' --limit 5");
+    EXPECT_EQ(fstore::resume_hint({"fstore", "build", "--prompts", "it's.json"}),
+              "fstore build --prompts 'it'\\''s.json'");
+}
+
+TEST(RunBuild, StopFlagSetBeforehandWritesNothingAndResumes) {
+    Fixture fx;
+    const auto o = fx.options();
+    std::atomic<bool> stop{true};
+    auto summary = fstore::run_build(o, &stop);
+    EXPECT_TRUE(summary.interrupted);
+    EXPECT_EQ(summary.total_new, 0);
+    EXPECT_TRUE(summary.templates.empty());
+    {
+        auto store = fstore::FeatureStore::open(o.h5_path);
+        EXPECT_EQ(store.rows(), 0);
+        ASSERT_TRUE(store.attribute("fstore_model_sha256").has_value());
+        EXPECT_EQ(std::get<std::string>(*store.attribute("fstore_model_name")), "fstore-test-tiny");
+    }
+
+    stop = false;
+    summary = fstore::run_build(o, &stop);
+    EXPECT_FALSE(summary.interrupted);
+    EXPECT_EQ(summary.total_new, 10);
+    EXPECT_EQ(summary.templates.size(), 12u);
+    const auto json = summary.to_json();
+    EXPECT_EQ(json["total_rows"], 10);
+    EXPECT_EQ(json["splits"][1]["split"], "val");
+    EXPECT_EQ(json["splits"][1]["appended"], 2);
+    EXPECT_NE(summary.to_text().find("Total new samples: 10 (store holds 10 rows)"), std::string::npos)
+        << summary.to_text();
+
+    // Rows already on disk are skipped per split; --limit below them adds nothing.
+    auto limited = o;
+    limited.limit = 1;
+    limited.run_text = false;
+    summary = fstore::run_build(limited);
+    EXPECT_EQ(summary.total_new, 0);
+    ASSERT_EQ(summary.splits.size(), 3u);
+    EXPECT_EQ(summary.splits[0].resumed, 5);
+    EXPECT_EQ(summary.splits[2].resumed, 3);
+
+    auto store = fstore::FeatureStore::open(o.h5_path);
+    const std::map<std::string, std::int64_t> expected{{"train", 5}, {"val", 2}, {"test", 3}};
+    EXPECT_EQ(store.split_counts_from_data(), expected);
+    EXPECT_EQ(store.split_counts(), expected);
+}
+
+TEST(RunBuild, LimitThenRestAppendsOnlyWhatIsMissing) {
+    Fixture fx;
+    auto o = fx.options();
+    o.run_text = false;
+    o.limit = 1;
+    auto summary = fstore::run_build(o);
+    EXPECT_EQ(summary.total_new, 3);
+    o.limit = -1;
+    summary = fstore::run_build(o);
+    EXPECT_EQ(summary.total_new, 7);
+    EXPECT_EQ(summary.splits[0].resumed, 1);
+    EXPECT_EQ(summary.splits[0].appended, 4);
+    auto store = fstore::FeatureStore::open(o.h5_path);
+    EXPECT_EQ(store.rows(), 10);
+    const auto ids = store.read_rows(fstore::Column::ids, {0, 3, 9});
+    EXPECT_EQ(ids.data<std::int64_t>()[0], 0);
+    EXPECT_EQ(ids.data<std::int64_t>()[1], 3);
+    EXPECT_EQ(ids.data<std::int64_t>()[2], 9);
+    EXPECT_TRUE(store.template_ids().empty());  // image stage only
+}
+
+TEST(RunBuild, MissingDataSaysHowToGetIt) {
+    Fixture fx;
+    auto o = fx.options();
+    o.data_root = fx.dir / "nowhere";
+    o.run_text = false;
+    try {
+        fstore::run_build(o);
+        FAIL() << "no error";
+    } catch (const fstore::NotFoundError& e) {
+        EXPECT_NE(std::string(e.what()).find("--download"), std::string::npos) << e.what();
+    }
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""`fstore build` on bad inputs: each fails with its documented exit code and one line
+that names the problem and the fix; custom image folders skip (or, --strict, refuse)
+unreadable images."""
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pipeline_testlib as t  # noqa: E402
+
+USAGE, NOT_FOUND, BAD_FORMAT, DATA = 2, 3, 4, 7
+
+
+def one_line_error(p, *needles):
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, "expected one error line, got:\n%s" % p.stderr
+    for n in needles:
+        assert n in lines[0], "%r not in %r" % (n, lines[0])
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="fstore-errors-") as tmp:
+        data = os.path.join(tmp, "data")
+        t.make_data(data, train=3, val=1, test=1)
+        h5 = os.path.join(tmp, "s.h5")
+
+        p = t.run(t.build_cmd(h5, data, model=os.path.join(tmp, "nope.pt")), check_rc=NOT_FOUND)
+        one_line_error(p, "nope.pt", "export_conceptclip.py")
+        assert not os.path.exists(h5), "no store may be created when the model is missing"
+
+        p = t.run(t.build_cmd(h5, os.path.join(tmp, "empty"), "--run-image"), check_rc=NOT_FOUND)
+        one_line_error(p, "bloodmnist.npz", "--download")
+
+        bad = os.path.join(tmp, "bad.json")
+        with open(bad, "w") as f:
+            f.write('{"label_texts": ["a",')
+        p = t.run(t.build_cmd(h5, data, "--prompts", bad), check_rc=BAD_FORMAT)
+        one_line_error(p, "bad.json")
+        with open(bad, "w") as f:
+            json.dump({"label_texts": ["a"], "label_templates": ["{}"], "concept_texts": ["b"]}, f)
+        p = t.run(t.build_cmd(h5, data, "--prompts", bad), check_rc=BAD_FORMAT)
+        one_line_error(p, "concept_templates")
+        p = t.run(t.build_cmd(h5, data, "--prompts", os.path.join(tmp, "missing.json")), check_rc=NOT_FOUND)
+        one_line_error(p, "missing.json")
+
+        for extra, needle in ((["--size", "100"], "--size 100"), (["--batch-size", "0"], "--batch-size"),
+                              (["--splits", "train,holdout"], "holdout"), (["--images", tmp], "--labels"),
+                              (["--skip-text", "--skip-image"], "nothing to do")):
+            cmd = [c for c in t.build_cmd(h5, data) if c not in ()]
+            if "--size" in extra:
+                i = cmd.index("--size")
+                del cmd[i:i + 2]
+            p = t.run(cmd + extra, check_rc=USAGE)
+            assert needle in p.stderr, (extra, p.stderr)
+
+        # Custom folder + CSV: an unreadable image is reported and skipped; --strict refuses.
+        images = os.path.join(tmp, "images")
+        os.makedirs(images)
+        rng = np.random.default_rng(0)
+        rows = ["path,label,split"]
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(
+                os.path.join(images, "c%d.png" % i))
+            rows.append("c%d.png,%d,%s" % (i, i, "train" if i < 3 else "test"))
+        with open(os.path.join(images, "broken.png"), "w") as f:
+            f.write("not a png")
+        rows.insert(2, "broken.png,7,train")
+        csv = os.path.join(tmp, "labels.csv")
+        with open(csv, "w") as f:
+            f.write("\n".join(rows) + "\n")
+        folder_cmd = [t.FSTORE, "build", "--model", t.TINY, "--h5", os.path.join(tmp, "folder.h5"),
+                      "--images", images, "--labels", csv, "--threads", "1", "--no-progress", "--run-image", "--json"]
+        p = t.run(folder_cmd)
+        summary = json.loads(p.stdout)
+        assert summary["skipped_images"] == 1 and summary["total_new"] == 4, summary
+        assert "broken.png" in p.stderr, p.stderr
+        store = t.read(os.path.join(tmp, "folder.h5"))
+        assert store["labels"].tolist() == [0, 1, 2, 3] and store["split"] == ["train"] * 3 + ["test"]
+        assert json.loads(store["attrs"]["dataset"]) == "custom"
+        t.verify(os.path.join(tmp, "folder.h5"))
+        # Resuming skips exactly the images on disk, unreadable ones accounted for.
+        p = t.run(folder_cmd)
+        assert json.loads(p.stdout)["total_new"] == 0, p.stdout
+        strict = [c if c != os.path.join(tmp, "folder.h5") else os.path.join(tmp, "strict.h5") for c in folder_cmd]
+        p = t.run(strict + ["--strict"], check_rc=DATA)
+        one_line_error(p, "broken.png")
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

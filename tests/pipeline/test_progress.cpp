@@ -1,0 +1,133 @@
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "fstore/progress.hpp"
+
+namespace {
+
+using Clock = fstore::Progress::Clock;
+
+// A stream whose content the test can read back.
+struct Capture {
+    std::FILE* file = std::tmpfile();
+    ~Capture() { std::fclose(file); }
+    std::string text() const {
+        std::fflush(file);
+        std::rewind(file);
+        std::string out;
+        char buffer[4096];
+        std::size_t n;
+        while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) out.append(buffer, n);
+        return out;
+    }
+};
+
+struct FakeClock {
+    Clock::time_point t{};
+    std::function<Clock::time_point()> fn() {
+        return [this] { return t; };
+    }
+    void advance(double seconds) {
+        t += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+    }
+};
+
+int count(const std::string& s, const std::string& what) {
+    int n = 0;
+    for (auto pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) ++n;
+    return n;
+}
+
+}  // namespace
+
+TEST(Progress, FormatsDurations) {
+    EXPECT_EQ(fstore::format_duration(0), "00:00");
+    EXPECT_EQ(fstore::format_duration(37.4), "00:37");
+    EXPECT_EQ(fstore::format_duration(125), "02:05");
+    EXPECT_EQ(fstore::format_duration(3723), "01:02:03");
+    EXPECT_EQ(fstore::format_duration(-1), "--:--");
+}
+
+TEST(Progress, BarLineShowsCountsRateAndEta) {
+    fstore::ProgressSnapshot s;
+    s.phase = "train";
+    s.done = 50;
+    s.total = 200;
+    s.rate = 25.0;
+    s.eta_seconds = 6.0;
+    const auto line = fstore::format_bar_line(s, 10);
+    EXPECT_NE(line.find("train"), std::string::npos);
+    EXPECT_NE(line.find("[##........]"), std::string::npos) << line;
+    EXPECT_NE(line.find("50/200"), std::string::npos);
+    EXPECT_NE(line.find("25%"), std::string::npos);
+    EXPECT_NE(line.find("25.0 img/s"), std::string::npos);
+    EXPECT_NE(line.find("ETA 00:06"), std::string::npos);
+}
+
+TEST(Progress, LogStyleWritesPeriodicLinesWithRateOfThisRunOnly) {
+    Capture out;
+    FakeClock clock;
+    fstore::ProgressOptions options;
+    options.style = fstore::ProgressStyle::log;
+    options.log_interval = std::chrono::seconds(10);
+    fstore::Progress progress(options, out.file, clock.fn());
+    EXPECT_EQ(progress.style(), fstore::ProgressStyle::log);
+
+    progress.begin("val", 1000, 400);  // 400 resumed from disk
+    clock.advance(5);
+    progress.advance(50);  // before the interval: no line
+    EXPECT_EQ(out.text(), "");
+    clock.advance(5);
+    progress.advance(50);  // 100 new in 10 s = 10 img/s; 500 left -> 50 s
+    EXPECT_EQ(out.text(), "val: 500/1000 (50%), 10.0 img/s, ETA 00:50\n");
+    progress.end();
+    const auto text = out.text();
+    EXPECT_EQ(count(text, "\n"), 2) << text;
+    EXPECT_EQ(text.find('\r'), std::string::npos);  // never a bar on a non-terminal
+}
+
+TEST(Progress, NoneStylePrintsNothing) {
+    Capture out;
+    FakeClock clock;
+    fstore::ProgressOptions options;
+    options.style = fstore::ProgressStyle::none;
+    {
+        fstore::Progress progress(options, out.file, clock.fn());
+        progress.begin("train", 10);
+        clock.advance(100);
+        progress.advance(10);
+        progress.message("skipped x.png: unreadable");
+        progress.end();
+    }
+    EXPECT_EQ(out.text(), "");
+}
+
+TEST(Progress, AutomaticIsLogOnAFile) {
+    Capture out;
+    fstore::Progress progress({}, out.file);
+    EXPECT_EQ(progress.style(), fstore::ProgressStyle::log);
+}
+
+TEST(Progress, BarRedrawsInPlaceAndEndsWithNewline) {
+    Capture out;
+    FakeClock clock;
+    fstore::ProgressOptions options;
+    options.style = fstore::ProgressStyle::bar;
+    fstore::Progress progress(options, out.file, clock.fn());
+    progress.begin("test", 4);
+    for (int i = 0; i < 4; ++i) {
+        clock.advance(1);
+        progress.advance(1);
+    }
+    progress.message("note");
+    progress.end();
+    const auto text = out.text();
+    EXPECT_GE(count(text, "\r"), 5) << text;
+    EXPECT_NE(text.find("note\n"), std::string::npos);
+    EXPECT_NE(text.find("4/4"), std::string::npos);
+    EXPECT_NE(text.find("1.0 img/s"), std::string::npos);
+    EXPECT_EQ(text.back(), '\n');
+}

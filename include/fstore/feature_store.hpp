@@ -104,17 +104,22 @@ public:
     // trailing rows that are not complete (a row is complete when it lies within all five
     // datasets, ids[i] == i and split[i] is non-empty: fill values mark torn rows), then
     // rewrites split_counts if it disagrees with the data.
-    // read_only never modifies the file: rows() counts the complete rows, missing ids/labels/
-    // split read as the repair would fill them, and a journal left by a killed writer throws
-    // LockedError (open read_write once to roll it back).
+    // read_only never modifies the data: rows() counts the complete rows, missing ids/labels/
+    // split read as the repair would fill them. A journal left by a killed writer is rolled
+    // back first when the file is writable (the result is the last commit); otherwise the
+    // open throws LockedError saying to open it for writing once.
     // Throws NotFoundError (missing path, directory), FormatError (not HDF5 / no
     // /image_features / inconsistent shapes), LockedError (another process holds the file).
-    static FeatureStore open(const std::filesystem::path& path, Access access = Access::read_only);
+    // `durable` (writers only): also fdatasync the journal before overwriting and the file at
+    // each commit, so commits survive power loss and not only a killed process (slower).
+    static FeatureStore open(const std::filesystem::path& path, Access access = Access::read_only,
+                             bool durable = false);
 
     // Opens `path` for writing, creating it with the reference schema when it does not exist
     // (built under a temporary name and renamed, so a kill never leaves half a store).
     // Throws MismatchError when an existing store's D / T_img differ from `layout`.
-    static FeatureStore open_or_create(const std::filesystem::path& path, StoreLayout layout = {});
+    static FeatureStore open_or_create(const std::filesystem::path& path, StoreLayout layout = {},
+                                       bool durable = false);
 
     FeatureStore(FeatureStore&&) noexcept;
     FeatureStore& operator=(FeatureStore&&) noexcept;

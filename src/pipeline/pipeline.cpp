@@ -1,7 +1,5 @@
 #include "fstore/pipeline.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -108,22 +106,14 @@ struct Segment {
 
 // The one place rows reach the store. A faster writer (parallel chunk compression) can
 // replace this function without touching the stages around it.
-void write_rows(FeatureStore& store, const EncodedBatch& batch, bool durable) {
+void write_rows(FeatureStore& store, const EncodedBatch& batch) {
     RowBatch rows;
     rows.rows = batch.rows;
     rows.image_features = batch.cls.data();
     rows.image_token_features = batch.tokens.data();
     rows.labels = batch.labels.data();
     rows.splits = &batch.splits;
-    store.append_batch(rows);
-    if (durable) {
-        // The journal commit happened in append_batch; make its result survive power loss.
-        const int fd = ::open(store.path().c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ::fdatasync(fd);
-            ::close(fd);
-        }
-    }
+    store.append_batch(rows);  // one atomic commit (fsynced when the store was opened durable)
 }
 
 // Runs `work(i)` for i in [0, n) on up to `workers` threads (the calling thread included).
@@ -246,7 +236,7 @@ void BuildRun::open_store() {
     layout.dim = model_->config().embed_dim;
     layout.image_tokens = model_->config().image_tokens;
     // open_or_create throws MismatchError itself when an existing store has another D/T_img.
-    store_.emplace(FeatureStore::open_or_create(o_.h5_path, layout));
+    store_.emplace(FeatureStore::open_or_create(o_.h5_path, layout, o_.durable));
     spdlog::info("store {}: {} rows, {} templates", o_.h5_path.string(), store_->rows(),
                  store_->template_ids().size());
 }
@@ -533,7 +523,7 @@ void BuildRun::image_stage() {
                 }
                 spdlog::debug("image: committing rows {}..{} ({})", store_->rows(),
                               store_->rows() + batch->rows - 1, segments[batch->segment].split);
-                write_rows(*store_, *batch, o_.durable);
+                write_rows(*store_, *batch);
                 spdlog::debug("image: committed, store holds {} rows", store_->rows());
                 appended[batch->segment] += batch->rows;
                 if (progress_ != nullptr) progress_->advance(batch->rows);

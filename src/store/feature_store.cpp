@@ -528,13 +528,13 @@ void check_path(const fs::path& path) {
                             " is a directory, not a store file: pass the path of the .h5 store");
 }
 
-h5::File open_file(const fs::path& path, bool writable) {
+h5::File open_file(const fs::path& path, bool writable, bool durable) {
     check_path(path);
     h5::PropList fapl;
 #ifdef FSTORE_HAVE_JOURNAL
     if (writable) {
         journal::recover(path);  // roll back a commit a killed writer left unfinished
-        fapl = h5::PropList(journal::file_access_plist(false));
+        fapl = h5::PropList(journal::file_access_plist(durable));
     }
 #endif
     const hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY,
@@ -593,7 +593,7 @@ FeatureStore::~FeatureStore() {
     }
 }
 
-FeatureStore FeatureStore::open(const fs::path& path, Access access) {
+FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durable) {
     h5::init();
     auto impl = std::make_unique<Impl>();
     impl->path = path;
@@ -609,7 +609,7 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access) {
                      quoted(path));
     }
 #endif
-    impl->file = open_file(path, impl->writable);
+    impl->file = open_file(path, impl->writable, durable);
 #ifdef FSTORE_HAVE_JOURNAL
     if (!impl->writable && fs::exists(journal::journal_path(path)))
         throw LockedError("store " + quoted(path) +
@@ -633,7 +633,7 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access) {
     return FeatureStore(std::move(impl));
 }
 
-FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layout) {
+FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layout, bool durable) {
     h5::init();
     std::error_code ec;
     if (!fs::exists(path, ec)) {
@@ -680,7 +680,7 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
             throw NotFoundError("cannot create store " + quoted(path) + ": " + ec.message());
         }
     }
-    FeatureStore store = open(path, Access::read_write);
+    FeatureStore store = open(path, Access::read_write, durable);
     const StoreLayout have = store.layout();
     if (have.dim != layout.dim || have.image_tokens != layout.image_tokens)
         throw MismatchError("store " + quoted(path) + " has D=" + std::to_string(have.dim) +

@@ -21,22 +21,16 @@ import time
 import h5py
 import numpy as np
 
-# BloodMNIST defaults (reference-store.md "Template ids and prompts").
-LABELS = ["basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte",
-          "monocyte", "neutrophil", "platelet"]
-CONCEPTS = ["Segmented nucleus", "Band nucleus (band form)", "Reniform / indented nucleus",
-            "Round nucleus", "Fine azurophilic granules", "Eosinophilic granules",
-            "Basophilic granules", "Basophilic cytoplasm", "Cytoplasmic vacuoles",
-            "High nuclear-to-cytoplasmic ratio", "Pale cytoplasm",
-            "Nucleated erythrocyte (erythroblast)", "Platelet fragments / clumps",
-            "Stain precipitate (artifact)", "Overlapping cell clumps (artifact)"]
-CONCEPT_TEMPLATES = ["a cell photo with sign of {}", "a photo of a cell with {}",
-                     "a cell image indicating {}", "an image of a cell showing {}",
-                     "blood cell with {}", "a blood cell photo with sign of {}",
-                     "a photo of a blood cell with {}", "a blood cell image indicating {}",
-                     "an image of blood cell showing {}"]
-LABEL_TEMPLATES = ["a microscopic image of a {} cell", "a peripheral blood smear image of a {}",
-                   "a bloodcell of {}"]
+import sys
+
+# BloodMNIST defaults (reference-store.md "Template ids and prompts"): one copy, in prompts.py.
+try:
+    from .prompts import CONCEPT_TEMPLATES, LABEL_TEMPLATES
+    from .prompts import CONCEPT_TEXTS as CONCEPTS, LABEL_TEXTS as LABELS
+except ImportError:  # run as a script: make the package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from fstore_ref.prompts import CONCEPT_TEMPLATES, LABEL_TEMPLATES
+    from fstore_ref.prompts import CONCEPT_TEXTS as CONCEPTS, LABEL_TEXTS as LABELS
 
 SPLITS = ("train", "val", "test")
 STR = h5py.string_dtype("utf-8")

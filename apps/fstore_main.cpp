@@ -231,6 +231,18 @@ struct BuildArgs {
 int main(int argc, char** argv) {
     CLI::App app{"fstore: encode images and prompts with a CLIP-family TorchScript model"};
     app.require_subcommand(1);
+    app.footer(R"(Examples:
+  fstore build --model models/conceptclip.pt --download           # BloodMNIST 224 px, both stages
+  fstore build --run-text --prompts my_prompts.json --h5 features.h5
+  fstore build --images cells/ --labels cells.csv --h5 cells.h5   # any image folder
+  fstore build --device cuda --precision fp16 --batch-size 128
+  fstore model-info --model models/tiny.pt --json
+  fstore embed --model models/tiny.pt --text "a bloodcell of platelet" --image cell.png --out e.npz
+
+Exit codes: 0 ok, 2 bad arguments, 3 file not found, 4 bad format (npz, JSON, CSV, store),
+5 store locked by another writer, 6 model archive problem, 7 dataset content problem,
+8 resume refused (store built with another model/dataset/size/prompts), 9 download failed,
+70 internal error, 130 interrupted (the last whole batch is committed; rerun to resume).)");
     std::string log_level = "warn";
     app.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <numeric>
@@ -457,9 +458,16 @@ void FeatureStore::Impl::repair() {
     if (layout.image_tokens <= 0)
         throw FormatError("store " + quoted(path) +
                           " cannot be repaired: it has neither /image_token_features nor a T_img "
-                          "attribute; rebuild it with fstore build --no-resume");
+                          "attribute; move it aside and build a new store (another --h5 path)");
     const auto n = static_cast<hsize_t>(h5::dims(column(Column::image_features))[0]);
     if (!has(Column::image_token_features)) {
+        // Recreating it empty would make the completeness trim below delete every row: a
+        // repair must never discard stored features, so only an empty store is repaired.
+        if (n > 0)
+            throw FormatError("store " + quoted(path) + " has " + std::to_string(n) +
+                              " image rows but no /image_token_features: their token features "
+                              "are lost; restore the dataset, or move the file aside and build a "
+                              "new store (another --h5 path)");
         spdlog::warn("store {}: /image_token_features is missing; recreating it empty", quoted(path));
         create_column(Column::image_token_features, 0);
     }
@@ -674,11 +682,20 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
                 throw;
             }
         }
-        fs::rename(temp, path, ec);
-        if (ec) {
-            fs::remove(temp, ec);
-            throw NotFoundError("cannot create store " + quoted(path) + ": " + ec.message());
+        // link(2), unlike rename, never replaces: when two writers create the same new store
+        // at once, the second one opens the first one's file (and meets its lock) instead of
+        // swapping it out from under it.
+        int linked = ::link(temp.c_str(), path.c_str());
+        int link_errno = errno;
+        if (linked != 0 && (link_errno == EPERM || link_errno == EOPNOTSUPP)) {
+            // A file system without hard links: rename is the next best atomic publish.
+            linked = ::rename(temp.c_str(), path.c_str());
+            link_errno = errno;
         }
+        fs::remove(temp, ec);
+        if (linked != 0 && link_errno != EEXIST)
+            throw NotFoundError("cannot create store " + quoted(path) + ": " +
+                                std::strerror(link_errno) + "; check that its directory is writable");
     }
     FeatureStore store = open(path, Access::read_write, durable);
     const StoreLayout have = store.layout();

@@ -401,6 +401,25 @@ TEST_F(StoreTest, RepairsMissingDatasetsAndTemplates) {
     EXPECT_EQ(fstore::h5::chunk_dims(fstore::h5::open_dataset(f, "labels")), std::vector<hsize_t>{4096});
 }
 
+// Token features cannot be made up: a writable open refuses instead of recreating the dataset
+// empty (which would make the completeness trim delete every row) and leaves the rows alone.
+TEST_F(StoreTest, RefusesToRepairLostTokenFeaturesAndKeepsRows) {
+    { make_store(5, 0); }
+    {
+        auto f = raw_open();
+        ASSERT_GE(H5Ldelete(f, "image_token_features", H5P_DEFAULT), 0);
+    }
+    try {
+        FeatureStore::open(path_, FeatureStore::Access::read_write);
+        ADD_FAILURE() << "a store without token features opened for writing";
+    } catch (const fstore::FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("image_token_features"), std::string::npos) << e.what();
+    }
+    fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
+    EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "image_features"))[0], 5u);
+    EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "ids"))[0], 5u);
+}
+
 TEST_F(StoreTest, TrimsUnequalAndTornRows) {
     { make_store(9, 0); }
     {

@@ -28,7 +28,7 @@ constexpr const char* kFooter = R"(Examples:
 
 Exit codes: 0 ok, 1 verify found problems, 2 bad arguments (unknown option, split, feature
 or template; index out of range), 3 file not found, 4 not HDF5 / not an fstore store,
-5 store locked by a running writer, 70 internal error.)";
+5 store locked by a running writer, 10 I/O error (disk full or failing), 70 internal error.)";
 
 void print_json(const nlohmann::json& value) {
     std::cout << value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';

@@ -24,6 +24,7 @@ enum class ExitCode : int {
     data = 7,           // dataset content problem (shape/dtype mismatch, unreadable image)
     mismatch = 8,       // resuming with a different model/dataset/prompts than the store's
     network = 9,        // download failed or checksum mismatch
+    io = 10,            // the file system failed a write/read (disk full, quota, EIO, read-only)
     internal = 70,      // a bug or an unexpected library failure (EX_SOFTWARE)
     interrupted = 130,  // SIGINT/SIGTERM: stopped cleanly after the current batch
 };
@@ -52,6 +53,7 @@ FSTORE_DEFINE_ERROR(ModelError, model);
 FSTORE_DEFINE_ERROR(DataError, data);
 FSTORE_DEFINE_ERROR(MismatchError, mismatch);
 FSTORE_DEFINE_ERROR(NetworkError, network);
+FSTORE_DEFINE_ERROR(IoError, io);
 FSTORE_DEFINE_ERROR(InterruptedError, interrupted);
 FSTORE_DEFINE_ERROR(InternalError, internal);
 

@@ -55,6 +55,12 @@ hid_t file_access_plist(bool durable = false);
 // nothing written since the last commit it makes no system call.
 void commit(hid_t file);
 
+// Abandons the open transaction of `file`: later writes are dropped, commit() refuses, and
+// closing `file` rolls it back to its last commit. For a writer whose update failed halfway
+// (an I/O error, an exception between two writes): nothing of it may become permanent
+// through a later flush or the close. A failed driver write does this by itself.
+void discard(hid_t file);
+
 // Rolls `path` back to its last commit if a journal was left behind. Returns true when it
 // found one (and rolled back what it recorded). Throws fstore::FormatError when the journal
 // is unreadable beyond its torn tail, fstore::LockedError when another process is writing

@@ -319,10 +319,40 @@ public:
     hid_t column(Column c) const { return columns[index_of(c)].get(); }
     bool has(Column c) const { return columns[index_of(c)].valid(); }
 
+    // Set when a change failed halfway: the file goes back to its last commit at close, so
+    // this object's view of it (rows, counts) can no longer be trusted.
+    bool broken = false;
+
     void require_writable(const char* action) const {
         if (!writable)
             throw UsageError("cannot " + std::string(action) + ": store " + quoted(path) +
                              " is open read-only; open it with Access::read_write");
+        if (broken)
+            throw InternalError("cannot " + std::string(action) + ": an earlier change of store " +
+                                quoted(path) + " failed and is rolled back to the last commit "
+                                "when closed; reopen the store");
+    }
+
+    // Runs the writing part of a change: if it throws, nothing of it may become permanent
+    // through a later flush or the close, so the transaction is abandoned (the journal
+    // rolls the file back to its last commit) and this object refuses further changes.
+    template <class Body> void change(Body&& body) {
+        try {
+            body();
+        } catch (...) {
+            abandon();
+            throw;
+        }
+    }
+
+    void abandon() noexcept {
+        broken = true;
+#ifdef FSTORE_HAVE_JOURNAL
+        try {
+            journal::discard(file);
+        } catch (...) {  // not a journaled file (cannot happen for writers): nothing to discard
+        }
+#endif
     }
 
     void check_index(std::int64_t row) const {
@@ -592,7 +622,7 @@ FeatureStore& FeatureStore::operator=(FeatureStore&& other) noexcept {
 }
 
 FeatureStore::~FeatureStore() {
-    if (!impl_ || !impl_->writable) return;
+    if (!impl_ || !impl_->writable || impl_->broken) return;
     try {
         h5::init();
         impl_->commit();
@@ -768,14 +798,8 @@ void FeatureStore::append_batch(const RowBatch& batch) {
         s.write_split_counts();
         s.commit();
     } catch (...) {
-        // Best effort: put the extents back so this object stays consistent; the journal
-        // (or the completeness check on the next open) covers the file.
-        s.counts.clear();
-        try {
-            s.set_all_rows(s.rows);
-            s.add_counts(s.splits(0, start), +1);
-        } catch (...) {
-        }
+        // The file goes back to its last commit (journal); this object stops taking changes.
+        s.abandon();
         throw;
     }
     s.rows = new_rows;
@@ -868,10 +892,12 @@ void FeatureStore::truncate_rows(std::int64_t rows) {
         throw UsageError("cannot keep " + std::to_string(rows) + " rows: store " + quoted(s.path) +
                          " has " + std::to_string(s.rows) + " (valid 0.." + std::to_string(s.rows) + ")");
     if (rows == s.rows) return;
-    s.add_counts(s.splits(static_cast<hsize_t>(rows), static_cast<hsize_t>(s.rows - rows)), -1);
-    s.set_all_rows(rows);
-    s.write_split_counts();
-    s.commit();
+    s.change([&] {
+        s.add_counts(s.splits(static_cast<hsize_t>(rows), static_cast<hsize_t>(s.rows - rows)), -1);
+        s.set_all_rows(rows);
+        s.write_split_counts();
+        s.commit();
+    });
 }
 
 std::map<std::string, std::int64_t> FeatureStore::split_counts_from_data() const {
@@ -1004,56 +1030,60 @@ void FeatureStore::write_template(const std::string& id, const TemplateRecord& r
                         " values, expected K×T_txt×D = " + std::to_string(k) + "×" +
                         std::to_string(record.text_tokens) + "×" + std::to_string(d));
 
-    h5::Group root = s.templates(true);
-    if (h5::exists(root, id) && H5Ldelete(root, id.c_str(), H5P_DEFAULT) < 0)
-        h5::fail("cannot replace template '" + id + "'");
-    h5::Group group = h5::create_group(root, id);
+    s.change([&] {
+        h5::Group root = s.templates(true);
+        if (h5::exists(root, id) && H5Ldelete(root, id.c_str(), H5P_DEFAULT) < 0)
+            h5::fail("cannot replace template '" + id + "'");
+        h5::Group group = h5::create_group(root, id);
 
-    auto make = [&](const char* name, hid_t type, std::vector<hsize_t> shape) {
-        DatasetSpec spec;
-        spec.chunks = guess_chunk(shape, H5Tget_size(type));
-        spec.shape = std::move(shape);
-        return create_dataset(group, name, type, spec);
-    };
-    h5::Datatype f32(H5Tcopy(H5T_IEEE_F32LE), "cannot create the float32 type");
-    const auto uk = static_cast<hsize_t>(k), ud = static_cast<hsize_t>(d);
-    {
-        h5::Dataset features = make("text_features", f32, {uk, ud});
-        h5::check_status(H5Dwrite(features, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                  record.text_features.data()),
-                         "cannot write template text_features");
-    }
-    if (tokens) {
-        h5::Dataset features =
-            make("text_token_features", f32, {uk, static_cast<hsize_t>(record.text_tokens), ud});
-        h5::check_status(H5Dwrite(features, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                  record.text_token_features.data()),
-                         "cannot write template text_token_features");
-    }
-    {
-        h5::Datatype str = h5::utf8_string_type();
-        // h5py sizes chunks of object (vlen) arrays with numpy's 8-byte pointer itemsize.
-        DatasetSpec spec;
-        spec.shape = {uk};
-        spec.chunks = guess_chunk(spec.shape, 8);
-        h5::Dataset texts = create_dataset(group, "texts", str, spec);
-        h5::write_strings(texts, 0, record.texts);
-    }
-    h5::write_attribute(group, "K", k);
-    h5::write_attribute(group, "D", d);
-    h5::write_attribute(group, "T_txt", tokens ? record.text_tokens : std::int64_t{-1});
-    h5::write_attribute(group, "texts_hash", texts_hash(record.texts));
-    h5::write_attribute(group, "created_at", now_local());
-    s.commit();
+        auto make = [&](const char* name, hid_t type, std::vector<hsize_t> shape) {
+            DatasetSpec spec;
+            spec.chunks = guess_chunk(shape, H5Tget_size(type));
+            spec.shape = std::move(shape);
+            return create_dataset(group, name, type, spec);
+        };
+        h5::Datatype f32(H5Tcopy(H5T_IEEE_F32LE), "cannot create the float32 type");
+        const auto uk = static_cast<hsize_t>(k), ud = static_cast<hsize_t>(d);
+        {
+            h5::Dataset features = make("text_features", f32, {uk, ud});
+            h5::check_status(H5Dwrite(features, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                      record.text_features.data()),
+                             "cannot write template text_features");
+        }
+        if (tokens) {
+            h5::Dataset features =
+                make("text_token_features", f32, {uk, static_cast<hsize_t>(record.text_tokens), ud});
+            h5::check_status(H5Dwrite(features, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                      record.text_token_features.data()),
+                             "cannot write template text_token_features");
+        }
+        {
+            h5::Datatype str = h5::utf8_string_type();
+            // h5py sizes chunks of object (vlen) arrays with numpy's 8-byte pointer itemsize.
+            DatasetSpec spec;
+            spec.shape = {uk};
+            spec.chunks = guess_chunk(spec.shape, 8);
+            h5::Dataset texts = create_dataset(group, "texts", str, spec);
+            h5::write_strings(texts, 0, record.texts);
+        }
+        h5::write_attribute(group, "K", k);
+        h5::write_attribute(group, "D", d);
+        h5::write_attribute(group, "T_txt", tokens ? record.text_tokens : std::int64_t{-1});
+        h5::write_attribute(group, "texts_hash", texts_hash(record.texts));
+        h5::write_attribute(group, "created_at", now_local());
+        s.commit();
+    });
 }
 
 void FeatureStore::clear_templates() {
     Impl& s = use(impl_);
     s.require_writable("clear templates");
-    if (h5::exists(s.file, templates_group) && H5Ldelete(s.file, templates_group, H5P_DEFAULT) < 0)
-        h5::fail("cannot delete the templates group");
-    h5::create_group(s.file, templates_group);
-    s.commit();
+    s.change([&] {
+        if (h5::exists(s.file, templates_group) && H5Ldelete(s.file, templates_group, H5P_DEFAULT) < 0)
+            h5::fail("cannot delete the templates group");
+        h5::create_group(s.file, templates_group);
+        s.commit();
+    });
 }
 
 // ---- root attributes --------------------------------------------------------------------
@@ -1078,7 +1108,7 @@ void FeatureStore::set_attribute(const std::string& name, const AttributeValue& 
     if (name == "split_counts")
         throw UsageError("split_counts is kept in step with the rows by the store itself: "
                          "append or truncate rows instead of setting it");
-    h5::write_attribute(s.file, name, value);
+    s.change([&] { h5::write_attribute(s.file, name, value); });
 }
 
 std::optional<nlohmann::json> FeatureStore::json_attribute(const std::string& name) const {
@@ -1099,7 +1129,9 @@ void FeatureStore::set_json_attribute(const std::string& name, const nlohmann::j
 
 void FeatureStore::commit() {
     Impl& s = use(impl_);
-    s.commit();
+    if (!s.writable) return;
+    s.require_writable("commit");
+    s.change([&] { s.commit(); });
 }
 
 void FeatureStore::set_writer_options(const ChunkWriterOptions& options) {

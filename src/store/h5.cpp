@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 
@@ -14,6 +15,7 @@ namespace {
 struct ErrorWalk {
     std::string innermost;
     bool lock = false;
+    bool io = false;  // the file system refused a read/write/seek/truncate (disk full, EIO)
 };
 
 herr_t walk_error(unsigned /*n*/, const H5E_error2_t* err, void* data) noexcept {
@@ -21,6 +23,8 @@ herr_t walk_error(unsigned /*n*/, const H5E_error2_t* err, void* data) noexcept 
     // Downward walk: the last entry visited is where the failure was first detected.
     walk->innermost = err->desc != nullptr ? err->desc : "";
     if (err->min_num == H5E_CANTLOCKFILE || err->min_num == H5E_CANTLOCK) walk->lock = true;
+    if (err->maj_num == H5E_IO || err->min_num == H5E_WRITEERROR || err->min_num == H5E_SEEKERROR)
+        walk->io = true;
     std::string lower = walk->innermost;
     std::transform(lower.begin(), lower.end(), lower.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -57,8 +61,13 @@ std::string last_error() { return walk_errors().innermost; }
 bool last_error_is_lock() { return walk_errors().lock; }
 
 void fail(const std::string& what) {
-    const std::string reason = last_error();
-    throw FormatError(reason.empty() ? what : what + ": " + reason);
+    const ErrorWalk walk = walk_errors();
+    const std::string message = walk.innermost.empty() ? what : what + ": " + walk.innermost;
+    // A failing disk is not a malformed file: say so, and point at the likely cause.
+    if (walk.io && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG || errno == EIO || errno == EROFS))
+        throw IoError(message + " (" + std::strerror(errno) +
+                      "); free disk space or check the file system, then rerun to resume");
+    throw FormatError(message);
 }
 
 hid_t check(hid_t id, const char* what) {

@@ -377,6 +377,10 @@ public:
     void write(haddr_t addr, std::size_t size, const void* buffer) {
         check_region(addr, size);
         if (!writable_) throw IoFailure{"file " + quoted(path_) + " is open read-only"};
+        // A failed (or discarded) transaction is rolled back at close: nothing written now
+        // could survive, and writing it could only fail again (a full disk) and leave HDF5
+        // unable to close the file.
+        if (failed_) return;
         try {
             save_old_bytes(addr, addr + size);
             pwrite_full(fd(), buffer, size, addr);
@@ -388,7 +392,7 @@ public:
     }
 
     void truncate() {
-        if (eoa_ == eof_) return;
+        if (eoa_ == eof_ || failed_) return;
         try {
             begin_transaction();  // even growing changes the size that rollback restores
             save_old_bytes(std::min(eoa_, eof_), eof_);
@@ -402,7 +406,14 @@ public:
         eof_ = eoa_;
     }
 
+    // Marks the transaction failed: later writes are dropped and close rolls back.
+    void discard() { failed_ = true; }
+
     void commit() {
+        if (failed_)
+            throw IoFailure{"a write to " + quoted(path_) +
+                            " failed or was discarded since the last commit; it is rolled back "
+                            "to that commit when closed"};
         if (!journal_fd_.valid()) {
             committed_eof_ = eof_;
             return;
@@ -422,7 +433,14 @@ public:
     // write failed since the last commit the file may be inconsistent: roll back instead,
     // now, while the file is still locked.
     void finish() {
-        if (!journal_fd_.valid()) return;
+        if (!journal_fd_.valid()) {
+            // Failed before anything below the committed end was touched: only appended
+            // bytes, which the committed metadata does not reference. Cut them off.
+            if (failed_ && eof_ > committed_eof_ &&
+                ::ftruncate(fd(), static_cast<off_t>(committed_eof_)) == 0)
+                eof_ = committed_eof_;
+            return;
+        }
         if (!failed_) {
             commit();
             return;
@@ -762,21 +780,33 @@ hid_t file_access_plist(bool durable) {
     return fapl.release();
 }
 
-void commit(hid_t file) {
+namespace {
+
+// The driver state behind an open file id (commit and discard act on it).
+OpenFile& open_file_of(hid_t file, const char* caller) {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     PlistHandle fapl(H5Fget_access_plist(file));
     if (fapl.get() < 0)
-        throw UsageError("journal::commit() was given an invalid HDF5 file id: pass an open file");
+        throw UsageError(std::string(caller) + " was given an invalid HDF5 file id: pass an open file");
     if (H5Pget_driver(fapl.get()) != driver_id())
-        throw UsageError("journal::commit() needs a file opened with journal::file_access_plist()");
+        throw UsageError(std::string(caller) + " needs a file opened with journal::file_access_plist()");
     void* handle = nullptr;
     if (H5Fget_vfd_handle(file, fapl.get(), &handle) < 0 || handle == nullptr)
         throw InternalError("cannot reach the journal driver of an open file (H5Fget_vfd_handle)");
+    return *static_cast<OpenFile*>(handle);
+}
+
+}  // namespace
+
+void discard(hid_t file) { open_file_of(file, "journal::discard()").discard(); }
+
+void commit(hid_t file) {
+    OpenFile& open = open_file_of(file, "journal::commit()");
     try {
-        static_cast<OpenFile*>(handle)->commit();
+        open.commit();
     } catch (const IoFailure& e) {
-        throw InternalError("commit failed: " + e.message +
-                            ": the batch is not committed; check the disk and retry");
+        throw IoError("commit failed: " + e.message +
+                      ": the batch is not committed; check the disk, then rerun to resume");
     }
 }
 

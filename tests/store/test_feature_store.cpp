@@ -10,6 +10,8 @@
 #include <random>
 
 #include <gmock/gmock.h>
+#include <sys/resource.h>
+#include <csignal>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -418,6 +420,77 @@ TEST_F(StoreTest, RefusesToRepairLostTokenFeaturesAndKeepsRows) {
     fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
     EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "image_features"))[0], 5u);
     EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "ids"))[0], 5u);
+}
+
+// A write the file system refuses (here: over RLIMIT_FSIZE, as a full disk would) is an I/O
+// error (exit 10, "free disk space"), not a malformed file (exit 4); the store keeps its rows.
+TEST_F(StoreTest, FailingDiskIsAnIoErrorAndKeepsCommittedRows) {
+    { make_store(3, 0); }
+    const auto size = fs::file_size(path_);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::signal(SIGXFSZ, SIG_IGN);  // get EFBIG from write(2) instead of being killed
+        struct rlimit limit {};
+        limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(size + 4096);
+        ::setrlimit(RLIMIT_FSIZE, &limit);
+        try {
+            auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+            store.append_batch(make_rows(3, 64, "train").batch());
+            store.commit();
+            ::_exit(0);
+        } catch (const fstore::Error& e) {
+            ::_exit(static_cast<int>(e.exit_code()));
+        }
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status)) << "child died of signal " << WTERMSIG(status);
+    EXPECT_EQ(WEXITSTATUS(status), static_cast<int>(fstore::ExitCode::io));
+    auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+    EXPECT_EQ(store.rows(), 3);
+}
+
+// Replacing a template deletes the old group first: if writing the new one then fails, the
+// old one must come back (the change is rolled back), not a half-written group be committed.
+TEST_F(StoreTest, FailedTemplateReplacementKeepsTheOldTemplate) {
+    fstore::TemplateRecord old_rec;
+    old_rec.texts = {"old a", "old b"};
+    old_rec.text_features.assign(2 * D, 0.5f);
+    {
+        auto store = make_store(2, 0);
+        store.write_template("concept_prompts_t01", old_rec);
+    }
+    const auto size = fs::file_size(path_);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::signal(SIGXFSZ, SIG_IGN);
+        struct rlimit limit {};
+        limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(size + 8192);
+        ::setrlimit(RLIMIT_FSIZE, &limit);
+        try {
+            auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+            fstore::TemplateRecord big;
+            big.texts.assign(500, "a new prompt that is long enough to need space");
+            big.text_features.assign(500 * D, 0.25f);
+            big.text_tokens = 40;
+            big.text_token_features.assign(static_cast<std::size_t>(500 * 40 * D), 0.125f);
+            store.write_template("concept_prompts_t01", big);
+            ::_exit(0);
+        } catch (const fstore::Error& e) {
+            ::_exit(static_cast<int>(e.exit_code()));
+        }
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status)) << "child died of signal " << WTERMSIG(status);
+    EXPECT_EQ(WEXITSTATUS(status), static_cast<int>(fstore::ExitCode::io));
+    auto store = FeatureStore::open(path_);
+    ASSERT_TRUE(store.has_template("concept_prompts_t01"));
+    EXPECT_EQ(store.template_texts("concept_prompts_t01"), old_rec.texts);
+    EXPECT_EQ(store.template_info("concept_prompts_t01").rows, 2);
+    EXPECT_EQ(store.rows(), 2);
 }
 
 TEST_F(StoreTest, TrimsUnequalAndTornRows) {

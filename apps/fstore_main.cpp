@@ -154,7 +154,7 @@ struct BuildArgs {
     bool run_text = false, run_image = false, skip_text = false, skip_image = false;
     bool no_resume = false, no_progress = false, as_json = false;
     std::string h5 = o.h5_path.string(), dataset = "bloodmnist", data_root, images, labels, prompts;
-    std::vector<std::string> splits = o.splits;
+    std::vector<std::string> splits;  // not given: every split of the data
 
     CLI::App* add_to(CLI::App& app) {
         auto* cmd = app.add_subcommand("build", "Encode prompts and images into a feature store (resumable)");
@@ -173,11 +173,15 @@ struct BuildArgs {
         cmd->add_option("--labels", labels, "custom data: CSV with columns path,label[,split]");
         cmd->add_flag("--strict", o.strict, "fail on the first unreadable image instead of skipping it");
         cmd->add_option("--prompts", prompts, "JSON with label_texts, label_templates, concept_texts, concept_templates");
-        cmd->add_option("--splits", splits, "splits to encode, in order")->delimiter(',')->capture_default_str();
+        cmd->add_option("--splits", splits,
+                        "splits to encode, in order (default: train,val,test for MedMNIST; for --images, "
+                        "every split of the CSV, train/val/test first)")->delimiter(',');
         cmd->add_option("--batch-size", o.batch_size, "images per batch (one commit each)")->capture_default_str();
         cmd->add_option("--loader-threads", o.loader_threads, "decode/preprocess threads (0 = auto)")->capture_default_str();
         cmd->add_option("--limit", o.limit, "encode only the first N samples of each split");
-        cmd->add_flag("--no-resume", no_resume, "ignore rows on disk: start the image datasets afresh");
+        cmd->add_flag("--no-resume", no_resume,
+                      "start afresh: the image stage discards ALL image rows on disk (every split, whatever "
+                      "--splits says); the text stage drops templates of another model or prompt set");
         cmd->add_flag("--no-progress", no_progress, "no progress bar or progress lines");
         cmd->add_flag("--durable", o.durable, "fsync every commit (survives power loss; slower)");
         cmd->add_flag("--json", as_json, "print the final summary as one JSON object");
@@ -242,7 +246,7 @@ int main(int argc, char** argv) {
 Exit codes: 0 ok, 2 bad arguments, 3 file not found, 4 bad format (npz, JSON, CSV, store),
 5 store locked by another writer, 6 model archive problem, 7 dataset content problem,
 8 resume refused (store built with another model/dataset/size/prompts), 9 download failed,
-70 internal error, 130 interrupted (the last whole batch is committed; rerun to resume).)");
+10 I/O error (disk full: the store keeps its last commit), 70 internal error, 130 interrupted (the last whole batch is committed; rerun to resume).)");
     std::string log_level = "warn";
     app.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
 

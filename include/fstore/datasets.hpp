@@ -14,9 +14,15 @@
 //  - A folder of images plus a CSV of `path,label[,split]`, decoded with OpenCV.
 //
 // Batches never span splits (the reference batches each split separately), and resume is
-// per split: at the start of each split, skip(already_written[split]), then read on.
-// `skip` drops samples cheaply (seek in stored members, decompress and discard in deflated
-// ones; a folder source decodes, since only readable images count as samples).
+// per split: at the start of each split, skip what is already written, then read on.
+// Two ways to skip, because a folder source may leave out unreadable images:
+//  - `skip_entries(n)` drops dataset entries (npz samples, CSV rows) without decoding
+//    them: what a resume uses when it knows how many entries the rows on disk consumed
+//    (the pipeline records that with every batch), and what moves past --limit;
+//  - `skip(n)` drops n samples; a folder source decodes to find them, since only readable
+//    images count (the fallback for stores that do not record their entries).
+// For an npz both are the same (seek in stored members, decompress and discard in deflated
+// ones).
 #pragma once
 
 #include <cstdint>
@@ -67,6 +73,17 @@ public:
     // Drops up to n next samples of the current split without keeping their pixels;
     // stops at the end of the split. Returns how many were dropped.
     virtual std::int64_t skip(std::int64_t n) = 0;
+
+    // Entries consumed so far over all splits, readable or not (monotonic): for a folder
+    // source the CSV rows consumed, unreadable images included; for an npz, position().
+    // The entries of a split consumed so far are entry_position() minus its value at the
+    // start of the split, which stays valid after the source has moved to the next split.
+    virtual std::int64_t entry_position() const { return position(); }
+    // Drops up to n next entries of the current split without decoding them; stops at the
+    // end of the split and returns how many were dropped. A folder source neither opens
+    // the files nor reports them through on_skip, and counts them in position() and
+    // position_in_split() as if they were samples (it cannot tell without decoding).
+    virtual std::int64_t skip_entries(std::int64_t n) { return skip(n); }
 };
 
 // Default split order of the reference pipeline.

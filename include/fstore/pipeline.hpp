@@ -5,25 +5,45 @@
 //                tokenize its texts, encode_text -> CLS (K,D) + tokens (K,T_txt,D), write
 //                templates/<id>; then the prompt attributes (label_texts, concept_texts,
 //                prompt_temp_for_*) and the model's four logit scalars as float64.
-//   image stage  splits in the order asked (default train, val, test), samples in dataset
-//                order, batches of `batch_size`: encode_image -> CLS + tokens as half floats,
-//                appended with ids = row number, label (-1 when missing), split name.
+//   image stage  splits in the order asked (default: every split of the data), samples in
+//                dataset order, batches of `batch_size`: encode_image -> CLS + tokens as half
+//                floats, appended with ids = row number, label (-1 when missing), split name.
 //
 // Better than the reference:
-//   - Crash-safe resume. The rows on disk are the truth: per split, the run skips as many
-//     samples as the `split` column already holds for that split, and appends the rest.
-//     Every batch is one atomic commit of the store's rollback journal, so a kill at any
-//     moment (SIGKILL included) leaves the last complete batch and the next run continues
-//     from there: same rows, ids 0..N-1, no duplicates, no gaps.
-//   - Identity checks. At creation the store records what its contents depend on, as root
-//     attributes: fstore_model_name, fstore_model_sha256 (SHA-256 of the archive),
-//     fstore_dataset, fstore_image_size and fstore_prompt_hash. Resuming with a different
-//     model, dataset, size or prompt set throws MismatchError naming what differs, unless
-//     `resume` is false (--no-resume): the image datasets then start afresh (and template
-//     groups written by another model or prompt set are dropped).
-//   - Interruption: `stop` is polled between batches (and between templates). When it is
-//     set the run finishes the batch in hand, commits it and returns a summary with
-//     `interrupted` = true; rerunning the same command resumes.
+//   - Crash-safe resume. The rows on disk are the truth: per split, the run skips what the
+//     rows already written for that split consumed, and appends the rest. Every batch is
+//     one atomic commit of the store's rollback journal, so a kill at any moment (SIGKILL
+//     included) leaves the last complete batch and the next run continues from there: same
+//     rows, ids 0..N-1, no duplicates, no gaps. With each batch the store records, in the
+//     same commit, how many dataset entries each split's rows consumed (a folder's CSV rows,
+//     unreadable images included); resume skips that many entries without decoding them, so
+//     an image that was unreadable and is fixed since cannot shift the rows. (It stays left
+//     out; --no-resume re-reads it.) Stores that lack the record resume by counting
+//     readable images.
+//   - Identity checks. Root attributes record what the contents were computed from, the
+//     image rows and the templates separately (all strings):
+//       image rows  fstore_image_model_name, fstore_image_model_sha256 (SHA-256 of the
+//                   archive), fstore_dataset, fstore_image_size (MedMNIST size, or
+//                   "n/a (image folder)"), fstore_labels_sha256 (SHA-256 of the labels CSV,
+//                   or "n/a (MedMNIST npz)"), and fstore_source_entries: JSON
+//                   {split: {"rows": R, "entries": E}}, the E dataset entries that the R
+//                   rows of the split consumed (updated in each batch's commit);
+//       templates   fstore_text_model_name, fstore_text_model_sha256, fstore_prompt_hash.
+//     The image identity is checked before image rows are appended, and rewritten only when
+//     the image datasets start empty (new store, or --no-resume); the text identity is
+//     checked when templates exist and rewritten by each text run, which writes every
+//     template again. A run also refuses a store whose other part (templates for an image
+//     run, image rows for a text run) came from another model. Any difference throws
+//     MismatchError naming it, unless `resume` is false (--no-resume): the image stage then
+//     discards ALL image rows, of every split, whatever `splits` says (a warning gives the
+//     count), and the text stage drops template groups of another model or prompt set; a
+//     stage that does not run leaves its part alone, with a warning when it came from
+//     another model. (Stores of earlier versions carry fstore_model_name/_sha256 for both
+//     parts; they are read as a fallback.)
+//   - Interruption: `stop` is polled between batches (and between templates; the loader
+//     polls it too, so it stops reading ahead). When it is set the run finishes the batch
+//     in hand, commits it and returns a summary with `interrupted` = true; rerunning the
+//     same command resumes.
 //   - Overlap: a loader thread reads and preprocesses (on `loader_threads` workers) while
 //     the model encodes, and a writer thread appends while the next batch encodes. Queues
 //     between the stages are bounded (a couple of batches), so memory stays flat whatever
@@ -65,7 +85,11 @@ struct BuildOptions {
     bool strict = false;                // --strict: an unreadable image fails the run
 
     std::filesystem::path prompts_file;  // --prompts FILE.json; empty: BloodMNIST defaults
-    std::vector<std::string> splits{"train", "val", "test"};  // --splits, in write order
+    // --splits, in write order. Empty: every split of the data: train, val, test for
+    // MedMNIST; for a folder, those of the CSV, train/val/test first, then the others in
+    // order of first appearance. Given for a folder, rows of other splits are left out,
+    // with one warning counting them.
+    std::vector<std::string> splits;
     std::int64_t limit = -1;            // --limit N: first N samples per split; < 0: all
 
     int batch_size = 64;                // --batch-size
@@ -74,7 +98,7 @@ struct BuildOptions {
     int threads = 0;                    // --threads: LibTorch intra-op threads (0 = cores)
     int loader_threads = 0;             // decode/preprocess workers (0 = from the core count)
 
-    bool resume = true;                 // false: --no-resume
+    bool resume = true;                 // false: --no-resume (image stage: discards ALL rows)
     bool durable = false;               // --durable: fsync at every commit (power-loss safe)
 
     // Test hook (env FSTORE_TEST_STEP_DELAY_MS of the CLI): sleep this long before each

@@ -210,12 +210,27 @@ public:
         return dropped;
     }
 
+    std::int64_t entry_position() const override { return entries_; }
+
+    std::int64_t skip_entries(std::int64_t n) override {
+        if (current_ >= info_.size() || n <= 0) return 0;
+        const auto rows = static_cast<std::int64_t>(rows_[current_].size());
+        const std::int64_t take = std::min(n, rows - row_);
+        row_ += take;
+        in_split_ += take;
+        position_ += take;
+        entries_ += take;
+        if (row_ == rows) next_split();
+        return take;
+    }
+
 private:
     // Decodes the next row into `sample`; false when the row was unreadable and skipped.
     bool decode_next(Sample& sample) {
         const Row& row = rows_[current_][static_cast<std::size_t>(row_)];
         const std::string split = info_[current_].name;
         ++row_;
+        ++entries_;
         const bool ok = decode(row, sample);
         if (ok) {
             sample.label = row.label;
@@ -223,13 +238,15 @@ private:
             ++in_split_;
             ++position_;
         }
-        if (row_ == static_cast<std::int64_t>(rows_[current_].size())) {
-            ++current_;
-            row_ = 0;
-            in_split_ = 0;
-            advance_past_empty();
-        }
+        if (row_ == static_cast<std::int64_t>(rows_[current_].size())) next_split();
         return ok;
+    }
+
+    void next_split() {
+        ++current_;
+        row_ = 0;
+        in_split_ = 0;
+        advance_past_empty();
     }
 
     bool decode(const Row& row, Sample& sample) {
@@ -288,6 +305,7 @@ private:
     std::int64_t row_ = 0;
     std::int64_t in_split_ = 0;
     std::int64_t position_ = 0;
+    std::int64_t entries_ = 0;  // CSV rows consumed, unreadable ones included
     Sample scratch_;
 };
 

@@ -31,13 +31,25 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Root attributes that identify what a store's contents were computed from.
-constexpr const char* attr_model_name = "fstore_model_name";
-constexpr const char* attr_model_sha = "fstore_model_sha256";
+// Root attributes that identify what a store's contents were computed from (documented in
+// pipeline.hpp). The image rows and the templates each have their own: a text-only run with
+// another model must not relabel the image rows.
+constexpr const char* attr_image_model_name = "fstore_image_model_name";
+constexpr const char* attr_image_model_sha = "fstore_image_model_sha256";
 constexpr const char* attr_dataset = "fstore_dataset";
 constexpr const char* attr_image_size = "fstore_image_size";
 constexpr const char* attr_labels_sha = "fstore_labels_sha256";
+constexpr const char* attr_source_entries = "fstore_source_entries";
+constexpr const char* attr_text_model_name = "fstore_text_model_name";
+constexpr const char* attr_text_model_sha = "fstore_text_model_sha256";
 constexpr const char* attr_prompt_hash = "fstore_prompt_hash";
+// Earlier versions recorded one model for both; read as a fallback for either.
+constexpr const char* legacy_model_name = "fstore_model_name";
+constexpr const char* legacy_model_sha = "fstore_model_sha256";
+// The image-source attribute that does not apply to the other kind of source (recorded so
+// that rows of an npz and of a folder are never mixed, whatever --dataset says).
+constexpr const char* not_for_folder = "n/a (image folder)";
+constexpr const char* not_for_npz = "n/a (MedMNIST npz)";
 
 std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
 
@@ -75,6 +87,61 @@ std::string short_value(const std::string& v) {
     return v.size() == 64 ? v.substr(0, 12) + "..." : v;
 }
 
+// The recorded value of an identity attribute, falling back to the single model identity
+// that earlier versions wrote.
+std::optional<std::string> recorded(const FeatureStore& store, const char* name) {
+    if (auto value = attribute_text(store, name)) return value;
+    const std::string n = name;
+    if (n == attr_image_model_name || n == attr_text_model_name) return attribute_text(store, legacy_model_name);
+    if (n == attr_image_model_sha || n == attr_text_model_sha) return attribute_text(store, legacy_model_sha);
+    return std::nullopt;
+}
+
+// "what 'recorded', not 'wanted'" for each entry whose recorded value differs (an entry
+// never recorded is not a difference: stores from other tools carry none).
+std::vector<std::string> differences(const FeatureStore& store, const std::vector<IdentityEntry>& entries) {
+    std::vector<std::string> out;
+    for (const auto& e : entries) {
+        const auto value = recorded(store, e.attribute);
+        if (value && *value != e.value) {
+            out.push_back(fmt::format("{} '{}', not '{}'", e.what, short_value(*value), short_value(e.value)));
+        }
+    }
+    return out;
+}
+
+std::string joined(const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+    return out;
+}
+
+// fstore_source_entries: {split: {"rows": R, "entries": E}}, E dataset entries (CSV rows,
+// unreadable images included) consumed to write the R rows of that split on disk.
+nlohmann::json source_entries(const FeatureStore& store) {
+    try {
+        if (auto json = store.json_attribute(attr_source_entries); json && json->is_object()) return *json;
+    } catch (const FormatError&) {
+        // Not JSON: treated as not recorded (resume then counts readable images).
+    }
+    return nlohmann::json::object();
+}
+
+// Entries consumed by the `rows` rows of `split` on disk, or -1 when not recorded for
+// exactly these rows (older stores, other tools).
+std::int64_t resumed_entries(const nlohmann::json& recorded_entries, const std::string& split, std::int64_t rows,
+                             std::int64_t split_size) {
+    if (rows == 0) return 0;
+    const auto it = recorded_entries.find(split);
+    if (it == recorded_entries.end() || !it->is_object()) return -1;
+    const auto r = it->find("rows");
+    const auto e = it->find("entries");
+    if (r == it->end() || e == it->end() || !r->is_number_integer() || !e->is_number_integer()) return -1;
+    const auto entries = e->get<std::int64_t>();
+    if (r->get<std::int64_t>() != rows || entries < rows || entries > split_size) return -1;
+    return entries;
+}
+
 // ---- stages' data -----------------------------------------------------------------------
 
 // Preprocessed pixels of one batch (loader -> encoder).
@@ -84,6 +151,7 @@ struct PixelBatch {
     std::vector<std::int64_t> labels;
     std::vector<std::string> splits;
     std::size_t segment = 0;  // index into the plan
+    std::int64_t entries = 0;  // entries of the segment's split consumed through this batch
 };
 
 // Encoded features of one batch (encoder -> writer).
@@ -94,6 +162,7 @@ struct EncodedBatch {
     std::vector<std::int64_t> labels;
     std::vector<std::string> splits;
     std::size_t segment = 0;
+    std::int64_t entries = 0;
 };
 
 // What the image stage does with one split.
@@ -101,6 +170,7 @@ struct Segment {
     std::string split;
     std::int64_t size = 0;      // samples the source has for this split
     std::int64_t resumed = 0;   // rows already on disk
+    std::int64_t resumed_entries = -1;  // dataset entries those rows consumed; -1: unknown
     std::int64_t expected = 0;  // rows wanted in the end (size, or --limit)
 };
 
@@ -176,6 +246,7 @@ private:
     void text_stage();
     void image_stage();
     std::unique_ptr<ImageSource> open_source();
+    void warn_left_out_splits(const ImageFolderOptions& folder);
     std::vector<Segment> plan(const ImageSource& source);
 
     void message(const std::string& line) {
@@ -189,7 +260,6 @@ private:
     std::optional<ClipModel> model_;
     std::optional<FeatureStore> store_;
     std::optional<PromptSet> prompts_;
-    std::vector<IdentityEntry> identity_;
     BuildSummary summary_;
 };
 
@@ -244,67 +314,72 @@ void BuildRun::open_store() {
 void BuildRun::check_identity() {
     FeatureStore& store = *store_;
     const auto& cfg = model_->config();
-    const bool has_rows = store.rows() > 0;
+    const std::int64_t rows = store.rows();
     const bool has_templates = !store.template_ids().empty();
-
-    struct Check {
-        IdentityEntry entry;
-        bool relevant;  // does existing content depend on it, and does this run add to it?
-    };
-    std::vector<Check> checks;
+    const bool folder = !o_.images_dir.empty();
     const std::string sha = model_->archive_sha256();
-    checks.push_back({{attr_model_name, cfg.name, "model"}, has_rows || has_templates});
-    checks.push_back({{attr_model_sha, sha, "model archive (SHA-256)"}, has_rows || has_templates});
+
+    const std::vector<IdentityEntry> image_model{{attr_image_model_name, cfg.name, "model"},
+                                                 {attr_image_model_sha, sha, "model archive (SHA-256)"}};
+    const std::vector<IdentityEntry> text_model{{attr_text_model_name, cfg.name, "model"},
+                                                {attr_text_model_sha, sha, "model archive (SHA-256)"}};
+    std::vector<IdentityEntry> image_identity, text_identity;
     if (o_.run_image) {
-        checks.push_back({{attr_dataset, resolved_dataset_name(o_), "dataset"}, has_rows});
-        if (o_.images_dir.empty()) {
-            checks.push_back({{attr_image_size, std::to_string(o_.size), "image size"}, has_rows});
-        } else {
-            checks.push_back({{attr_labels_sha, file_sha256(o_.labels_csv.string()), "labels CSV (SHA-256)"},
-                              has_rows});
-        }
+        image_identity = image_model;
+        image_identity.push_back({attr_dataset, resolved_dataset_name(o_), "dataset"});
+        image_identity.push_back({attr_image_size, folder ? not_for_folder : std::to_string(o_.size), "image size"});
+        image_identity.push_back({attr_labels_sha, folder ? file_sha256(o_.labels_csv.string()) : not_for_npz,
+                                  "labels CSV (SHA-256)"});
     }
     if (o_.run_text) {
-        checks.push_back({{attr_prompt_hash, prompt_set_hash(*prompts_), "prompt set"}, has_templates});
+        text_identity = text_model;
+        text_identity.push_back({attr_prompt_hash, prompt_set_hash(*prompts_), "prompt set"});
     }
 
-    std::vector<std::string> differences;
-    bool model_differs = false, prompts_differ = false;
-    for (const auto& c : checks) {
-        const auto recorded = attribute_text(store, c.entry.attribute);
-        if (!recorded || *recorded == c.entry.value || !c.relevant) continue;
-        differences.push_back(fmt::format("{} '{}', not '{}'", c.entry.what, short_value(*recorded),
-                                          short_value(c.entry.value)));
-        const std::string attr = c.entry.attribute;
-        if (attr == attr_model_name || attr == attr_model_sha) model_differs = true;
-        if (attr == attr_prompt_hash) prompts_differ = true;
-    }
-    if (!differences.empty() && o_.resume) {
+    // Content this run adds to must match its inputs; content it leaves alone must at least
+    // come from the same model, or the store would pair features of two models.
+    const auto image_diffs = rows > 0 ? differences(store, o_.run_image ? image_identity : image_model)
+                                      : std::vector<std::string>();
+    const auto text_diffs = has_templates ? differences(store, o_.run_text ? text_identity : text_model)
+                                          : std::vector<std::string>();
+    if (o_.resume && (!image_diffs.empty() || !text_diffs.empty())) {
         std::string list;
-        for (const auto& d : differences) list += (list.empty() ? "" : "; ") + d;
-        throw MismatchError("store " + quoted(o_.h5_path) + " was built with " + list +
+        if (!image_diffs.empty()) list = "image rows made with " + joined(image_diffs);
+        if (!text_diffs.empty()) list += (list.empty() ? "" : "; ") + std::string("templates made with ") + joined(text_diffs);
+        throw MismatchError("store " + quoted(o_.h5_path) + " holds " + list +
                             ": pass --no-resume to rebuild it with these inputs, or write to another --h5 path");
     }
-    if (has_rows && !attribute_text(store, attr_model_sha)) {
+    if (o_.run_image && rows > 0 && !recorded(store, attr_image_model_sha)) {
         spdlog::warn("store {} records no model identity (written by another tool?): resuming it "
                      "assumes the same model, dataset and size", o_.h5_path.string());
     }
 
-    if (!o_.resume) {
-        if (o_.run_image && has_rows) {
-            spdlog::info("--no-resume: dropping the {} rows of {}", store.rows(), o_.h5_path.string());
-            store.truncate_rows(0);
+    if (o_.run_image) {
+        // The image identity describes the rows on disk: here they match it (or never recorded
+        // one), or there are none, or --no-resume is about to discard them all.
+        for (const auto& e : image_identity) store.set_attribute(e.attribute, e.value);
+        if (rows == 0 || !o_.resume) store.set_json_attribute(attr_source_entries, nlohmann::json::object());
+        if (rows > 0 && !o_.resume) {
+            spdlog::warn("--no-resume: discarding all {} image rows of {} (every split, whatever --splits says)",
+                         rows, o_.h5_path.string());
+            store.truncate_rows(0);  // one commit with the attributes above
         }
-        if (o_.run_text && has_templates && (model_differs || prompts_differ)) {
-            spdlog::info("--no-resume: dropping template groups of another model or prompt set");
+    } else if (!image_diffs.empty()) {
+        spdlog::warn("the {} image rows of {} were encoded by another model ({}); rerun with --run-image "
+                     "--no-resume to re-encode them", rows, o_.h5_path.string(), joined(image_diffs));
+    }
+    if (o_.run_text) {
+        // Templates are written whole by the text stage; the ones of another model or prompt
+        // set go first so that no template of theirs outlives the identity rewritten here.
+        for (const auto& e : text_identity) store.set_attribute(e.attribute, e.value);
+        if (!text_diffs.empty()) {
+            spdlog::info("--no-resume: dropping the template groups of another model or prompt set");
             store.clear_templates();
         }
-        if (!o_.run_image && store.rows() > 0 && model_differs) {
-            spdlog::warn("the {} image rows of {} were encoded by another model; rerun with --run-image "
-                         "--no-resume to re-encode them", store.rows(), o_.h5_path.string());
-        }
+    } else if (!text_diffs.empty()) {
+        spdlog::warn("the templates of {} were encoded by another model ({}); rerun with --run-text "
+                     "--no-resume to re-encode them", o_.h5_path.string(), joined(text_diffs));
     }
-    for (const auto& c : checks) store.set_attribute(c.entry.attribute, c.entry.value);
     // The reference's extra metadata: the dataset name as a JSON string.
     if (o_.run_image || !store.attribute("dataset")) {
         store.set_json_attribute("dataset", resolved_dataset_name(o_));
@@ -369,12 +444,13 @@ std::unique_ptr<ImageSource> BuildRun::open_source() {
         ImageFolderOptions fo;
         fo.images_dir = o_.images_dir.string();
         fo.labels_csv = o_.labels_csv.string();
-        fo.splits = o_.splits;
+        fo.splits = o_.splits;  // empty: every split of the CSV
         fo.strict = o_.strict;
         fo.on_skip = [this](const std::string& path, const std::string& reason) {
             ++summary_.skipped_images;
             spdlog::warn("skipping unreadable image '{}': {}", path, reason);
         };
+        if (!o_.splits.empty()) warn_left_out_splits(fo);
         return open_image_folder(fo);
     }
     const std::string name = resolved_dataset_name(o_);
@@ -394,8 +470,29 @@ std::unique_ptr<ImageSource> BuildRun::open_source() {
     return open_medmnist(mo);
 }
 
+// --splits given for a folder: one warning counting the CSV rows of the splits it leaves
+// out (the CSV is parsed a second time, without the split filter; it is small).
+void BuildRun::warn_left_out_splits(const ImageFolderOptions& folder) {
+    ImageFolderOptions every = folder;
+    every.splits.clear();
+    const auto all = open_image_folder(every);
+    std::int64_t total = 0;
+    std::string list;
+    for (const auto& info : all->splits()) {
+        if (std::find(o_.splits.begin(), o_.splits.end(), info.name) != o_.splits.end()) continue;
+        total += info.size;
+        list += fmt::format("{}{}: {}", list.empty() ? "" : ", ", info.name, info.size);
+    }
+    if (total == 0) return;
+    std::string asked;
+    for (const auto& s : o_.splits) asked += (asked.empty() ? "" : ",") + s;
+    spdlog::warn("--splits {} leaves out {} CSV rows of other splits ({}): name them in --splits, or leave "
+                 "--splits out to encode every split", asked, total, list);
+}
+
 std::vector<Segment> BuildRun::plan(const ImageSource& source) {
     const auto on_disk = store_->split_counts_from_data();
+    const auto entries = source_entries(*store_);
     std::vector<Segment> segments;
     for (const auto& info : source.splits()) {
         Segment seg;
@@ -409,6 +506,7 @@ std::vector<Segment> BuildRun::plan(const ImageSource& source) {
                 "store {} holds {} '{}' rows but the dataset has only {}: pass --no-resume to rebuild it, "
                 "or write to another --h5 path", quoted(o_.h5_path), seg.resumed, info.name, info.size));
         }
+        seg.resumed_entries = resumed_entries(entries, info.name, seg.resumed, info.size);
         segments.push_back(seg);
     }
     for (const auto& [name, count] : on_disk) {
@@ -455,34 +553,43 @@ void BuildRun::image_stage() {
     std::atomic<bool> cancel_loader{false};
     std::exception_ptr loader_error, writer_error;
 
-    // Loader: walks the splits in order; per split skips the rows already on disk, reads up
-    // to `expected`, and skips the rest (beyond --limit).
+    // Loader: walks the splits in order; per split skips what is already on disk, reads up
+    // to `expected`, and moves past the rest (beyond --limit) without decoding it.
+    std::atomic<bool> loader_finished{false};  // the source ran to its end
     std::thread loader([&] {
         try {
             std::vector<Preprocessor> preprocessors;
             for (std::size_t w = 0; w < workers; ++w) preprocessors.emplace_back(pc);
             std::vector<Sample> samples;
             std::size_t seg_index = 0;
-            while (!cancel_loader.load() && !source->current_split().empty()) {
+            const auto halted = [&] { return cancel_loader.load() || stopping(stop_); };
+            while (!halted() && !source->current_split().empty()) {
                 const std::string split = source->current_split();
                 while (seg_index < segments.size() && segments[seg_index].split != split) ++seg_index;
                 if (seg_index == segments.size()) {
                     throw InternalError("dataset yielded split '" + split + "' that was not planned");
                 }
                 const Segment& seg = segments[seg_index];
-                if (source->position_in_split() < seg.resumed) {
-                    source->skip(seg.resumed - source->position_in_split());
+                const std::int64_t split_start = source->entry_position();
+                std::int64_t done = 0;  // samples of this split on disk or queued
+                if (seg.resumed_entries >= 0) {
+                    // The entries the rows on disk consumed, unreadable images included:
+                    // skipped without decoding, whatever became readable since.
+                    source->skip_entries(seg.resumed_entries);
+                    done = seg.resumed;
+                } else if (seg.resumed > 0) {
+                    done = source->skip(seg.resumed);  // not recorded: count readable samples
                 }
-                while (!cancel_loader.load() && source->current_split() == split &&
-                       source->position_in_split() < seg.expected) {
+                while (!halted() && source->current_split() == split && done < seg.expected) {
                     const auto want = static_cast<std::size_t>(
-                        std::min<std::int64_t>(static_cast<std::int64_t>(batch_size),
-                                               seg.expected - source->position_in_split()));
+                        std::min<std::int64_t>(static_cast<std::int64_t>(batch_size), seg.expected - done));
                     const std::size_t got = source->next_batch(want, samples);
                     if (got == 0) break;
+                    done += static_cast<std::int64_t>(got);
                     PixelBatch batch;
                     batch.rows = static_cast<std::int64_t>(got);
                     batch.segment = seg_index;
+                    batch.entries = source->entry_position() - split_start;
                     if (auto spare = pixel_spares.try_pop()) batch.pixels = std::move(*spare);
                     batch.pixels.resize(got * image_floats);
                     batch.labels.resize(got);
@@ -496,10 +603,11 @@ void BuildRun::image_stage() {
                     if (!pixel_queue.push(std::move(batch))) return;
                 }
                 // Past --limit (or the end): move on to the next split.
-                if (source->current_split() == split && !cancel_loader.load()) {
-                    source->skip(std::numeric_limits<std::int64_t>::max());
+                if (source->current_split() == split && !halted()) {
+                    source->skip_entries(std::numeric_limits<std::int64_t>::max());
                 }
             }
+            if (source->current_split().empty()) loader_finished.store(true);
         } catch (...) {
             loader_error = std::current_exception();
         }
@@ -512,6 +620,7 @@ void BuildRun::image_stage() {
 
     // Writer: appends encoded batches in order and reports progress.
     std::vector<std::int64_t> appended(segments.size(), 0);
+    nlohmann::json entries_record = source_entries(*store_);
     std::thread writer([&] {
         std::optional<std::size_t> phase;
         try {
@@ -523,6 +632,11 @@ void BuildRun::image_stage() {
                 }
                 spdlog::debug("image: committing rows {}..{} ({})", store_->rows(),
                               store_->rows() + batch->rows - 1, segments[batch->segment].split);
+                // What the split's rows consumed of the dataset, committed with the rows.
+                const Segment& seg = segments[batch->segment];
+                entries_record[seg.split] = {{"rows", seg.resumed + appended[batch->segment] + batch->rows},
+                                             {"entries", batch->entries}};
+                store_->set_json_attribute(attr_source_entries, entries_record);
                 write_rows(*store_, *batch);
                 spdlog::debug("image: committed, store holds {} rows", store_->rows());
                 appended[batch->segment] += batch->rows;
@@ -553,6 +667,7 @@ void BuildRun::image_stage() {
             if (auto spare = encoded_spares.try_pop()) encoded = std::move(*spare);
             encoded.rows = pixels->rows;
             encoded.segment = pixels->segment;
+            encoded.entries = pixels->entries;
             encoded.cls.resize(static_cast<std::size_t>(pixels->rows * dim));
             encoded.tokens.resize(static_cast<std::size_t>(pixels->rows * tokens * dim));
             EmbeddingTarget target;
@@ -577,6 +692,8 @@ void BuildRun::image_stage() {
     loader.join();
     encoded_queue.close();
     writer.join();
+    // The loader polls the stop flag too: a queue it closed early is an interruption.
+    if (stopping(stop_) && !loader_finished.load()) summary_.interrupted = true;
 
     for (std::size_t i = 0; i < segments.size(); ++i) {
         summary_.splits[i].appended = appended[i];
@@ -585,9 +702,10 @@ void BuildRun::image_stage() {
     if (writer_error) std::rethrow_exception(writer_error);
     if (encoder_error) std::rethrow_exception(encoder_error);
     if (loader_error) std::rethrow_exception(loader_error);
-    // The dataset shrank under us, or a folder had unreadable images: not an error.
+    // An npz yields every sample its headers announce, so fewer rows mean the file changed
+    // under us. (A folder's missing rows are its unreadable images, reported one by one.)
     for (const auto& s : summary_.splits) {
-        if (!summary_.interrupted && s.resumed + s.appended < s.expected && summary_.skipped_images == 0) {
+        if (!summary_.interrupted && o_.images_dir.empty() && s.resumed + s.appended < s.expected) {
             spdlog::warn("split {}: {} of {} samples written", s.name, s.resumed + s.appended, s.expected);
         }
     }
@@ -631,7 +749,6 @@ void validate_options(const BuildOptions& o) {
             throw UsageError("--size " + std::to_string(o.size) + " is not a MedMNIST size: use 28, 64, 128 or 224");
         }
     }
-    if (o.splits.empty()) throw UsageError("--splits is empty: name at least one split, e.g. train,val,test");
     std::set<std::string> seen;
     for (const auto& s : o.splits) {
         if (s.empty()) throw UsageError("--splits has an empty name: use e.g. train,val,test");

@@ -104,8 +104,8 @@ TEST(RunBuild, StopFlagSetBeforehandWritesNothingAndResumes) {
     {
         auto store = fstore::FeatureStore::open(o.h5_path);
         EXPECT_EQ(store.rows(), 0);
-        ASSERT_TRUE(store.attribute("fstore_model_sha256").has_value());
-        EXPECT_EQ(std::get<std::string>(*store.attribute("fstore_model_name")), "fstore-test-tiny");
+        ASSERT_TRUE(store.attribute("fstore_image_model_sha256").has_value());
+        EXPECT_EQ(std::get<std::string>(*store.attribute("fstore_image_model_name")), "fstore-test-tiny");
     }
 
     stop = false;

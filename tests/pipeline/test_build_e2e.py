@@ -43,10 +43,14 @@ def main():
         assert a["split"] == ["train"] * 9 + ["val"] * 3 + ["test"] * 5
 
         # The identity attributes a resume is checked against.
-        for k in ("fstore_model_name", "fstore_model_sha256", "fstore_dataset", "fstore_image_size",
-                  "fstore_prompt_hash"):
+        for k in ("fstore_image_model_name", "fstore_image_model_sha256", "fstore_dataset", "fstore_image_size",
+                  "fstore_labels_sha256", "fstore_source_entries", "fstore_text_model_name",
+                  "fstore_text_model_sha256", "fstore_prompt_hash"):
             assert k in a["attrs"], k
         assert a["attrs"]["fstore_image_size"] == "28" and a["attrs"]["fstore_dataset"] == "bloodmnist"
+        assert a["attrs"]["fstore_image_model_sha256"] == a["attrs"]["fstore_text_model_sha256"]
+        assert json.loads(a["attrs"]["fstore_source_entries"]) == {
+            s: {"rows": n, "entries": n} for s, n in (("train", 9), ("val", 3), ("test", 5))}
 
         # The human summary names templates with counts, samples per split and the total.
         text = t.run(t.build_cmd(os.path.join(tmp, "text.h5"), data, "--run-text")).stdout

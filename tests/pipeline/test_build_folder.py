@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""`fstore build --images DIR --labels CSV`: every split of the CSV is encoded unless
+--splits narrows it (then a warning counts the rows left out); resume skips by CSV rows, so
+an image that was unreadable before and is fixed since cannot shift the rows (no
+duplicates), rows handled by an earlier run are not reported as skipped again, and images
+beyond --limit are not decoded at all."""
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pipeline_testlib as t  # noqa: E402
+
+
+def write_image(path, seed):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (18 + seed % 5, 22, 3), dtype=np.uint8)).save(path)
+
+
+def write_broken(path):
+    with open(path, "w") as f:
+        f.write("not an image")
+
+
+def write_csv(path, rows):
+    with open(path, "w") as f:
+        f.write("path,label,split\n" + "".join("%s,%d,%s\n" % r for r in rows))
+
+
+def folder_cmd(h5, images, csv, *extra):
+    return [t.FSTORE, "build", "--model", t.TINY, "--h5", h5, "--images", images, "--labels", csv,
+            "--threads", "1", "--no-progress", "--run-image", "--json", *extra]
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="fstore-folder-") as tmp:
+        images = os.path.join(tmp, "images")
+        os.makedirs(images)
+
+        # 1. Splits other than train/val/test: all encoded by default, train/val/test first,
+        #    then the others in order of first appearance.
+        rows = [("a0.png", 0, "train"), ("a1.png", 1, "validation"), ("a2.png", 2, "holdout"),
+                ("a3.png", 3, "train"), ("a4.png", 4, "validation")]
+        for i, (name, _, _) in enumerate(rows):
+            write_image(os.path.join(images, name), i)
+        csv = os.path.join(tmp, "splits.csv")
+        write_csv(csv, rows)
+        h5 = os.path.join(tmp, "all.h5")
+        summary = json.loads(t.run(folder_cmd(h5, images, csv)).stdout)
+        assert summary["total_new"] == 5, summary
+        store = t.read(h5)
+        assert store["split"] == ["train", "train", "validation", "validation", "holdout"], store["split"]
+        assert store["labels"].tolist() == [0, 3, 1, 4, 2], store["labels"]
+        t.verify(h5)
+
+        # --splits given: only those, and one warning line with what was left out.
+        p = t.run(folder_cmd(os.path.join(tmp, "train.h5"), images, csv, "--splits", "train"))
+        assert json.loads(p.stdout)["total_new"] == 2, p.stdout
+        warned = [line for line in p.stderr.splitlines() if "leaves out" in line]
+        assert len(warned) == 1, p.stderr
+        assert "3 CSV rows" in warned[0] and "validation: 2" in warned[0] and "holdout: 1" in warned[0], warned
+        p = t.run(folder_cmd(os.path.join(tmp, "every.h5"), images, csv, "--splits", "validation,train,holdout"))
+        assert "leaves out" not in p.stderr, p.stderr
+
+        # 2. An unreadable image before the resume point, fixed between runs.
+        rows = [("c0.png", 0, "train"), ("b1.png", 1, "train"), ("c2.png", 2, "train"),
+                ("c3.png", 3, "train"), ("b4.png", 4, "train")]
+        for name, label, _ in rows:
+            if name.startswith("c"):
+                write_image(os.path.join(images, name), 10 + label)
+            else:
+                write_broken(os.path.join(images, name))
+        csv = os.path.join(tmp, "broken.csv")
+        write_csv(csv, rows)
+        h5 = os.path.join(tmp, "resume.h5")
+        p = t.run(folder_cmd(h5, images, csv, "--limit", "2"))
+        summary = json.loads(p.stdout)
+        # b4 lies beyond --limit: never decoded, so never reported.
+        assert summary["total_new"] == 2 and summary["skipped_images"] == 1, summary
+        assert "b1.png" in p.stderr and "b4.png" not in p.stderr, p.stderr
+        assert t.read(h5)["labels"].tolist() == [0, 2]
+
+        write_image(os.path.join(images, "b1.png"), 11)  # fixed: readable now
+        p = t.run(folder_cmd(h5, images, csv))
+        summary = json.loads(p.stdout)
+        store = t.read(h5)
+        # b1 lies in the part already written (it was left out then): rows go on after c2.
+        assert store["labels"].tolist() == [0, 2, 3], store["labels"]
+        np.testing.assert_array_equal(store["ids"], np.arange(3))
+        assert summary["total_new"] == 1 and summary["skipped_images"] == 1, summary
+        assert "b4.png" in p.stderr and "b1.png" not in p.stderr, p.stderr
+        t.verify(h5)
+
+        # 3. Resuming a complete store: rows handled before are neither decoded nor
+        #    reported again.
+        p = t.run(folder_cmd(h5, images, csv))
+        summary = json.loads(p.stdout)
+        assert summary["total_new"] == 0 and summary["skipped_images"] == 0, summary
+        assert "b4.png" not in p.stderr, p.stderr
+        assert t.read(h5)["labels"].tolist() == [0, 2, 3]
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Which model made what: a store never mixes image rows of two models. The image rows and
+the templates carry their own identity attributes, so a text-only rebuild with another
+model (--run-text --no-resume) cannot make a later image run resume onto the old model's
+rows. And --no-resume discards every image row, loudly (a warning with the count, at the
+default log level), whatever --splits says."""
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pipeline_testlib as t  # noqa: E402
+
+MISMATCH = 8
+
+
+def model_name(model):
+    p = t.run([t.FSTORE, "model-info", "--model", model, "--json"])
+    return json.loads(p.stdout)["name"]
+
+
+def main():
+    tiny, spm = model_name(t.TINY), model_name(t.TINY_SPM)
+    assert tiny != spm, (tiny, spm)
+    with tempfile.TemporaryDirectory(prefix="fstore-identity-") as tmp:
+        data = os.path.join(tmp, "data")
+        t.make_data(data, train=6, val=3, test=4, seed=11)
+        h5 = os.path.join(tmp, "s.h5")
+
+        # 1. Both stages with tiny, 4 rows per split at most: 4 + 3 + 4 rows.
+        t.run(t.build_cmd(h5, data, "--limit", "4"))
+        first = t.read(h5)
+        assert len(first["ids"]) == 11
+        assert first["attrs"]["fstore_image_model_name"] == tiny
+        assert first["attrs"]["fstore_text_model_name"] == tiny
+
+        # 2. Templates only, rebuilt with tiny-spm: the image rows stay tiny's and say so; a
+        #    warning says the image rows come from another model.
+        p = t.run(t.build_cmd(h5, data, "--run-text", "--no-resume", model=t.TINY_SPM))
+        assert "another model" in p.stderr and "--run-image --no-resume" in p.stderr, p.stderr
+        second = t.read(h5)
+        t.compare_rows(second, first, "image rows after a text-only rebuild", exact=True)
+        assert second["attrs"]["fstore_image_model_name"] == tiny, second["attrs"]
+        assert second["attrs"]["fstore_image_model_sha256"] == first["attrs"]["fstore_image_model_sha256"]
+        assert second["attrs"]["fstore_text_model_name"] == spm, second["attrs"]
+        assert second["attrs"]["fstore_text_model_sha256"] != first["attrs"]["fstore_text_model_sha256"]
+
+        # 3. An image run with tiny-spm must not append to tiny's rows: refused, untouched.
+        p = t.run(t.build_cmd(h5, data, "--run-image", model=t.TINY_SPM), check_rc=MISMATCH)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "image rows made with model '%s', not '%s'" % (tiny, spm) in p.stderr, p.stderr
+        assert "--no-resume" in p.stderr, p.stderr
+        t.compare_rows(t.read(h5), first, "image rows after a refused image run", exact=True)
+        # ... and the same with tiny (whose templates are gone) is refused too: the store
+        # would hold templates of tiny-spm and image rows of tiny.
+        p = t.run(t.build_cmd(h5, data, "--run-image"), check_rc=MISMATCH)
+        assert "templates made with model '%s', not '%s'" % (spm, tiny) in p.stderr, p.stderr
+        assert "image rows" not in p.stderr, p.stderr
+
+        # 4. --run-image --no-resume with tiny-spm re-encodes every row: equal to a fresh
+        #    tiny-spm store, one model throughout.
+        t.run(t.build_cmd(h5, data, "--run-image", "--no-resume", model=t.TINY_SPM))
+        t.verify(h5)
+        fresh_path = os.path.join(tmp, "fresh.h5")
+        t.run(t.build_cmd(fresh_path, data, "--run-image", model=t.TINY_SPM))
+        rebuilt = t.read(h5)
+        t.compare_rows(rebuilt, t.read(fresh_path), "rebuilt vs fresh tiny-spm store")
+        assert rebuilt["attrs"]["fstore_image_model_name"] == spm
+        assert rebuilt["attrs"]["fstore_text_model_name"] == spm
+        # Now consistent: a plain resume with tiny-spm is accepted and adds nothing.
+        p = t.run(t.build_cmd(h5, data, model=t.TINY_SPM))
+        assert "another model" not in p.stderr, p.stderr
+        assert len(t.read(h5)["ids"]) == 13
+
+        # 5. --no-resume with --splits val discards the rows of every split, with a warning
+        #    (default log level) that gives the count; --help says so too.
+        p = t.run(t.build_cmd(h5, data, "--run-image", "--no-resume", "--splits", "val", model=t.TINY_SPM))
+        warned = [line for line in p.stderr.splitlines() if "--no-resume" in line]
+        assert len(warned) == 1 and "13" in warned[0] and "all" in warned[0].lower(), p.stderr
+        after = t.read(h5)
+        assert after["split"] == ["val"] * 3, after["split"]
+        np.testing.assert_array_equal(after["ids"], np.arange(3))
+        help_text = t.run([t.FSTORE, "build", "--help"]).stdout
+        assert "ALL image rows" in help_text, help_text
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -394,6 +394,21 @@ public:
         return take;
     }
 
+    // Dropping the rest of a split (after --limit) closes its member unread: a deflated
+    // member would otherwise be decompressed to the end only to be thrown away.
+    std::int64_t skip_entries(std::int64_t n) override {
+        if (current_ >= splits_.size() || n <= 0) return 0;
+        const std::int64_t rest = splits_[current_].count - in_split_;
+        if (n < rest) return skip(n);
+        images_.reset();
+        labels_.clear();
+        position_ += rest;
+        ++current_;
+        in_split_ = 0;
+        advance_past_empty();
+        return rest;
+    }
+
 private:
     std::string where(const std::string& member) const { return "'" + path_ + "' member '" + member + "'"; }
 

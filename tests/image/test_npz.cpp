@@ -91,6 +91,28 @@ TEST_F(NpzTest, SkipResumesMidSplitInStoredAndDeflatedMembers) {
     }
 }
 
+// skip_entries past the end of a split moves to the next split without reading the rest
+// (what `fstore build --limit` does); the next split reads exactly as numpy has it.
+TEST_F(NpzTest, SkipEntriesDropsTheRestOfASplitUnread) {
+    int checked = 0;
+    for (const auto& stem : lines("good.txt")) {
+        SCOPED_TRACE(stem);
+        auto src = open_npz(file(stem + ".npz"));
+        if (src->splits().size() < 2 || src->splits()[0].size < 2 || src->splits()[1].size == 0) continue;
+        ++checked;
+        const auto first = src->splits()[0];
+        std::vector<Sample> out;
+        ASSERT_EQ(src->next_batch(1, out), 1u);
+        EXPECT_EQ(src->skip_entries(first.size + 100), first.size - 1);
+        EXPECT_EQ(src->position(), first.size);
+        EXPECT_EQ(src->current_split(), src->splits()[1].name);
+        const auto labels = read_raw<std::int64_t>(file(stem + "." + src->splits()[1].name + ".labels"));
+        ASSERT_EQ(src->next_batch(1, out), 1u);
+        EXPECT_EQ(out[0].label, labels[0]);
+    }
+    EXPECT_GT(checked, 0) << "no test file has two non-empty splits";
+}
+
 TEST_F(NpzTest, ShapesAndSplitOrder) {
     auto src = open_npz(file("gray.npz"), {"test", "train"});
     ASSERT_EQ(src->splits().size(), 2u);

@@ -94,7 +94,9 @@ template <class T>
 std::vector<T> read_raw(const std::string& path) {
     const auto bytes = read_bytes(path);
     std::vector<T> out(bytes.size() / sizeof(T));
-    std::memcpy(out.data(), bytes.data(), out.size() * sizeof(T));
+    if (!out.empty()) {  // an empty vector's data() may be null, which memcpy must not get
+        std::memcpy(out.data(), bytes.data(), out.size() * sizeof(T));
+    }
     return out;
 }
 

@@ -38,8 +38,8 @@
 //     discards ALL image rows, of every split, whatever `splits` says (a warning gives the
 //     count), and the text stage drops template groups of another model or prompt set; a
 //     stage that does not run leaves its part alone, with a warning when it came from
-//     another model. (Stores of earlier versions carry fstore_model_name/_sha256 for both
-//     parts; they are read as a fallback.)
+//     another model. A store written by another tool (the Python reference) records no
+//     identity: resuming it assumes the same inputs, with a warning.
 //   - Interruption: `stop` is polled between batches (and between templates; the loader
 //     polls it too, so it stops reading ahead). When it is set the run finishes the batch
 //     in hand, commits it and returns a summary with `interrupted` = true; rerunning the

@@ -43,9 +43,6 @@ constexpr const char* attr_source_entries = "fstore_source_entries";
 constexpr const char* attr_text_model_name = "fstore_text_model_name";
 constexpr const char* attr_text_model_sha = "fstore_text_model_sha256";
 constexpr const char* attr_prompt_hash = "fstore_prompt_hash";
-// Earlier versions recorded one model for both; read as a fallback for either.
-constexpr const char* legacy_model_name = "fstore_model_name";
-constexpr const char* legacy_model_sha = "fstore_model_sha256";
 // The image-source attribute that does not apply to the other kind of source (recorded so
 // that rows of an npz and of a folder are never mixed, whatever --dataset says).
 constexpr const char* not_for_folder = "n/a (image folder)";
@@ -87,22 +84,12 @@ std::string short_value(const std::string& v) {
     return v.size() == 64 ? v.substr(0, 12) + "..." : v;
 }
 
-// The recorded value of an identity attribute, falling back to the single model identity
-// that earlier versions wrote.
-std::optional<std::string> recorded(const FeatureStore& store, const char* name) {
-    if (auto value = attribute_text(store, name)) return value;
-    const std::string n = name;
-    if (n == attr_image_model_name || n == attr_text_model_name) return attribute_text(store, legacy_model_name);
-    if (n == attr_image_model_sha || n == attr_text_model_sha) return attribute_text(store, legacy_model_sha);
-    return std::nullopt;
-}
-
 // "what 'recorded', not 'wanted'" for each entry whose recorded value differs (an entry
 // never recorded is not a difference: stores from other tools carry none).
 std::vector<std::string> differences(const FeatureStore& store, const std::vector<IdentityEntry>& entries) {
     std::vector<std::string> out;
     for (const auto& e : entries) {
-        const auto value = recorded(store, e.attribute);
+        const auto value = attribute_text(store, e.attribute);
         if (value && *value != e.value) {
             out.push_back(fmt::format("{} '{}', not '{}'", e.what, short_value(*value), short_value(e.value)));
         }
@@ -349,7 +336,7 @@ void BuildRun::check_identity() {
         throw MismatchError("store " + quoted(o_.h5_path) + " holds " + list +
                             ": pass --no-resume to rebuild it with these inputs, or write to another --h5 path");
     }
-    if (o_.run_image && rows > 0 && !recorded(store, attr_image_model_sha)) {
+    if (o_.run_image && rows > 0 && !attribute_text(store, attr_image_model_sha)) {
         spdlog::warn("store {} records no model identity (written by another tool?): resuming it "
                      "assumes the same model, dataset and size", o_.h5_path.string());
     }

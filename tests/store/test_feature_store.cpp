@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -422,31 +423,39 @@ TEST_F(StoreTest, RefusesToRepairLostTokenFeaturesAndKeepsRows) {
     EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "ids"))[0], 5u);
 }
 
-// A write the file system refuses (here: over RLIMIT_FSIZE, as a full disk would) is an I/O
-// error (exit 10, "free disk space"), not a malformed file (exit 4); the store keeps its rows.
-TEST_F(StoreTest, FailingDiskIsAnIoErrorAndKeepsCommittedRows) {
-    { make_store(3, 0); }
-    const auto size = fs::file_size(path_);
+// Runs `change` in a forked child whose files may not grow past `limit` bytes, as on a full
+// disk (write(2) fails with EFBIG); returns the child's exit code: 0, or the code of the
+// fstore::Error it threw. -1 when the child died of a signal.
+static int exit_code_under_file_limit(std::uintmax_t limit, const std::function<void()>& change) {
     const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
+    if (child < 0) return -2;
     if (child == 0) {
         ::signal(SIGXFSZ, SIG_IGN);  // get EFBIG from write(2) instead of being killed
-        struct rlimit limit {};
-        limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(size + 4096);
-        ::setrlimit(RLIMIT_FSIZE, &limit);
+        struct rlimit rl {};
+        rl.rlim_cur = rl.rlim_max = static_cast<rlim_t>(limit);
+        ::setrlimit(RLIMIT_FSIZE, &rl);
         try {
-            auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
-            store.append_batch(make_rows(3, 64, "train").batch());
-            store.commit();
+            change();
             ::_exit(0);
         } catch (const fstore::Error& e) {
             ::_exit(static_cast<int>(e.exit_code()));
         }
     }
     int status = 0;
-    ASSERT_EQ(::waitpid(child, &status, 0), child);
-    ASSERT_TRUE(WIFEXITED(status)) << "child died of signal " << WTERMSIG(status);
-    EXPECT_EQ(WEXITSTATUS(status), static_cast<int>(fstore::ExitCode::io));
+    if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+// A write the file system refuses (here: over RLIMIT_FSIZE, as a full disk would) is an I/O
+// error (exit 10, "free disk space"), not a malformed file (exit 4); the store keeps its rows.
+TEST_F(StoreTest, FailingDiskIsAnIoErrorAndKeepsCommittedRows) {
+    { make_store(3, 0); }
+    const int code = exit_code_under_file_limit(fs::file_size(path_) + 4096, [&] {
+        auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+        store.append_batch(make_rows(3, 64, "train").batch());
+        store.commit();
+    });
+    EXPECT_EQ(code, static_cast<int>(fstore::ExitCode::io));
     auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
     EXPECT_EQ(store.rows(), 3);
 }
@@ -461,31 +470,16 @@ TEST_F(StoreTest, FailedTemplateReplacementKeepsTheOldTemplate) {
         auto store = make_store(2, 0);
         store.write_template("concept_prompts_t01", old_rec);
     }
-    const auto size = fs::file_size(path_);
-    const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-        ::signal(SIGXFSZ, SIG_IGN);
-        struct rlimit limit {};
-        limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(size + 8192);
-        ::setrlimit(RLIMIT_FSIZE, &limit);
-        try {
-            auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
-            fstore::TemplateRecord big;
-            big.texts.assign(500, "a new prompt that is long enough to need space");
-            big.text_features.assign(500 * D, 0.25f);
-            big.text_tokens = 40;
-            big.text_token_features.assign(static_cast<std::size_t>(500 * 40 * D), 0.125f);
-            store.write_template("concept_prompts_t01", big);
-            ::_exit(0);
-        } catch (const fstore::Error& e) {
-            ::_exit(static_cast<int>(e.exit_code()));
-        }
-    }
-    int status = 0;
-    ASSERT_EQ(::waitpid(child, &status, 0), child);
-    ASSERT_TRUE(WIFEXITED(status)) << "child died of signal " << WTERMSIG(status);
-    EXPECT_EQ(WEXITSTATUS(status), static_cast<int>(fstore::ExitCode::io));
+    const int code = exit_code_under_file_limit(fs::file_size(path_) + 8192, [&] {
+        auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+        fstore::TemplateRecord big;
+        big.texts.assign(500, "a new prompt that is long enough to need space");
+        big.text_features.assign(500 * D, 0.25f);
+        big.text_tokens = 40;
+        big.text_token_features.assign(static_cast<std::size_t>(500 * 40 * D), 0.125f);
+        store.write_template("concept_prompts_t01", big);
+    });
+    EXPECT_EQ(code, static_cast<int>(fstore::ExitCode::io));
     auto store = FeatureStore::open(path_);
     ASSERT_TRUE(store.has_template("concept_prompts_t01"));
     EXPECT_EQ(store.template_texts("concept_prompts_t01"), old_rec.texts);

@@ -1,7 +1,9 @@
 // FeatureStore API tests on small stores (D=8, T_img=5).
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -11,8 +13,6 @@
 #include <random>
 
 #include <gmock/gmock.h>
-#include <sys/resource.h>
-#include <csignal>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 

@@ -23,6 +23,7 @@
 #include <hdf5.h>
 
 #include "fstore/error.hpp"
+#include "fstore/h5.hpp"
 #include "fstore/journal.hpp"
 
 namespace fs = std::filesystem;
@@ -30,41 +31,14 @@ namespace journal = fstore::journal;
 
 namespace {
 
-// ---- RAII for HDF5 ids -------------------------------------------------------------------
+// ---- RAII for HDF5 ids: the library's own handles -----------------------------------------
 
-template <herr_t (*Close)(hid_t)>
-class Id {
-public:
-    explicit Id(hid_t id = -1) : id_(id) {}
-    Id(const Id&) = delete;
-    Id& operator=(const Id&) = delete;
-    Id(Id&& o) noexcept : id_(o.id_) { o.id_ = -1; }
-    Id& operator=(Id&& o) noexcept {
-        if (this != &o) {
-            reset();
-            id_ = o.id_;
-            o.id_ = -1;
-        }
-        return *this;
-    }
-    ~Id() { reset(); }
-    hid_t get() const { return id_; }
-    bool valid() const { return id_ >= 0; }
-    void reset() {
-        if (id_ >= 0) Close(id_);
-        id_ = -1;
-    }
-
-private:
-    hid_t id_;
-};
-
-using File = Id<H5Fclose>;
-using Dataset = Id<H5Dclose>;
-using Space = Id<H5Sclose>;
-using Plist = Id<H5Pclose>;
-using Attr = Id<H5Aclose>;
-using Group = Id<H5Gclose>;
+using File = fstore::h5::File;
+using Dataset = fstore::h5::Dataset;
+using Space = fstore::h5::Dataspace;
+using Plist = fstore::h5::PropList;
+using Attr = fstore::h5::Attribute;
+using Group = fstore::h5::Group;
 
 class TempDir {
 public:

@@ -70,7 +70,7 @@ int run_summarize(const Options& o) {
 }
 
 int run_templates(const Options& o) {
-    const auto ids = fstore::list_templates(fstore::open_store(o.path));
+    const auto ids = fstore::list_templates(fstore::FeatureStore::open(o.path));
     if (o.json) {
         print_json({{"templates", ids}});
         return 0;
@@ -80,7 +80,7 @@ int run_templates(const Options& o) {
 }
 
 int run_sample(const Options& o) {
-    const auto store = fstore::open_store(o.path);
+    const auto store = fstore::FeatureStore::open(o.path);
     const auto result = fstore::sample(store, o.index, !o.out.empty());
     if (!o.out.empty()) {
         fstore::npy::write_npz(o.out, {{"image_feature", *result.image_feature},
@@ -98,7 +98,7 @@ int run_sample(const Options& o) {
 }
 
 int run_batch(const Options& o) {
-    const auto store = fstore::open_store(o.path);
+    const auto store = fstore::FeatureStore::open(o.path);
     fstore::BatchRequest request;
     request.split = o.split;
     request.feature = fstore::parse_feature(o.feature);
@@ -118,7 +118,7 @@ int run_batch(const Options& o) {
 }
 
 int run_fetch(const Options& o) {
-    const auto store = fstore::open_store(o.path);
+    const auto store = fstore::FeatureStore::open(o.path);
     fstore::FetchRequest request;
     request.template_ids = o.template_ids;
     request.concept_only = o.concept_only;

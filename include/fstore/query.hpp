@@ -33,13 +33,6 @@
 
 namespace fstore {
 
-// ---- opening ----------------------------------------------------------------------------
-
-// FeatureStore::open with the checks that make the messages clear: NotFoundError for a
-// missing path or a directory, then the store's own FormatError / LockedError.
-FeatureStore open_store(const std::filesystem::path& path,
-                        FeatureStore::Access access = FeatureStore::Access::read_only);
-
 // ---- index selections (numpy semantics) -------------------------------------------------
 
 struct Slice {

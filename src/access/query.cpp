@@ -131,28 +131,6 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
     return out + ")";
 }
 
-// ---- opening ----------------------------------------------------------------------------
-
-FeatureStore open_store(const std::filesystem::path& path, FeatureStore::Access access) {
-    std::error_code ec;
-    const auto status = std::filesystem::status(path, ec);
-    if (!std::filesystem::exists(status)) {
-        throw NotFoundError("store '" + path.string() +
-                            "' does not exist: pass the path of an fstore store with --path "
-                            "(default ./conceptclip_features.h5)");
-    }
-    if (std::filesystem::is_directory(status)) {
-        throw NotFoundError("'" + path.string() + "' is a directory, not a store file: pass the .h5 file's path with --path");
-    }
-    detail::silence_hdf5_errors();
-    // Checked here too so that a non-HDF5 file always reads as a format problem, whatever
-    // HDF5's error stack says when the open fails.
-    if (H5Fis_hdf5(path.c_str()) == 0) {
-        throw FormatError("'" + path.string() + "' is not an HDF5 file: pass the path of a store written by fstore build");
-    }
-    return FeatureStore::open(path, access);
-}
-
 // ---- index selections -------------------------------------------------------------------
 
 IndexSelection parse_index_selection(const std::vector<std::string>& args) {
@@ -265,7 +243,7 @@ Summary summarize(const std::filesystem::path& path, int max_templates) {
     if (max_templates < 0) throw UsageError("--max-templates must be 0 or more");
     Summary summary;
     {
-        const auto store = open_store(path);
+        const auto store = FeatureStore::open(path);
         const auto layout = store.layout();
         summary.rows = store.rows();
         summary.dim = layout.dim;
@@ -560,7 +538,7 @@ nlohmann::json to_json(const FetchResult& result) {
 // ---- clear-templates ----------------------------------------------------------------------
 
 std::vector<std::string> clear_templates(const std::filesystem::path& path) {
-    auto store = open_store(path, FeatureStore::Access::read_write);
+    auto store = FeatureStore::open(path, FeatureStore::Access::read_write);
     auto ids = list_templates(store);
     store.clear_templates();
     store.commit();
@@ -777,7 +755,7 @@ VerifyReport verify(const std::filesystem::path& path) {
     std::optional<FeatureStore> store;
     std::string open_error;
     try {
-        store.emplace(open_store(path));
+        store.emplace(FeatureStore::open(path));
     } catch (const FormatError& e) {
         open_error = e.what();
     }

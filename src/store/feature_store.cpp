@@ -581,13 +581,8 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
 
     const bool locked = h5::last_error_is_lock();
     const std::string reason = h5::last_error();
-    if (locked && !writable)
-        throw LockedError("store " + quoted(path) +
-                          " is being written by another process; wait for it to finish");
-    if (locked)
-        throw LockedError("store " + quoted(path) +
-                          " is open in another process (a writer, or readers); wait for it to "
-                          "finish before writing");
+    // Format first: a file that is not HDF5 is never a locked store, whatever HDF5's error
+    // stack says about the failed open.
     if (H5Fis_hdf5(path.c_str()) <= 0) {
         if (::access(path.c_str(), R_OK) != 0)
             throw NotFoundError("store " + quoted(path) +
@@ -595,6 +590,13 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
         throw FormatError(quoted(path) +
                           " is not an HDF5 file: pass the path of a store written by fstore build");
     }
+    if (locked && !writable)
+        throw LockedError("store " + quoted(path) +
+                          " is being written by another process; wait for it to finish");
+    if (locked)
+        throw LockedError("store " + quoted(path) +
+                          " is open in another process (a writer, or readers); wait for it to "
+                          "finish before writing");
     if (writable && ::access(path.c_str(), W_OK) != 0)
         throw NotFoundError("store " + quoted(path) +
                             " is not writable: check its permissions or open it read-only");

@@ -296,7 +296,7 @@ TEST(Npy, MissingDirectoryIsNotFound) {
 TEST(Query, BatchIndicesAreRelativeToTheSplit) {
     TempDir dir;
     const auto path = write_reference_store(dir, "ref.h5", "--train 5 --val 3 --test 2");
-    const auto store = fstore::open_store(path);
+    const auto store = fstore::FeatureStore::open(path);
     fstore::BatchRequest request;
     request.split = "val";
     request.feature = fstore::Feature::label;
@@ -324,7 +324,7 @@ TEST(Query, BatchIndicesAreRelativeToTheSplit) {
 TEST(Query, FetchFiltersAndConceptList) {
     TempDir dir;
     const auto path = write_reference_store(dir, "ref.h5");
-    const auto store = fstore::open_store(path);
+    const auto store = fstore::FeatureStore::open(path);
     fstore::FetchRequest request;
     request.concept_only = true;
     request.concept_list = {"Pale cytoplasm", "no such concept", "Segmented nucleus"};

@@ -84,6 +84,14 @@ public:
     // the files nor reports them through on_skip, and counts them in position() and
     // position_in_split() as if they were samples (it cannot tell without decoding).
     virtual std::int64_t skip_entries(std::int64_t n) { return skip(n); }
+
+    // A digest of the content this source reads, which the pipeline records with the rows
+    // so that resuming from other data is refused; empty when the source cannot tell
+    // cheaply (a folder: the pipeline hashes its labels CSV instead). An npz hashes its
+    // member table — every member's name, size and the CRC-32 the archive's writer
+    // computed over its bytes — from the zip's central directory, without decompressing
+    // anything, so it tells apart two files of the same name in milliseconds.
+    virtual std::string fingerprint() const { return {}; }
 };
 
 // Default split order of the reference pipeline.

@@ -25,7 +25,10 @@
 //       image rows  fstore_image_model_name, fstore_image_model_sha256 (SHA-256 of the
 //                   archive), fstore_dataset, fstore_image_size (MedMNIST size, or
 //                   "n/a (image folder)"), fstore_labels_sha256 (SHA-256 of the labels CSV,
-//                   or "n/a (MedMNIST npz)"), and fstore_source_entries: JSON
+//                   or "n/a (MedMNIST npz)"), fstore_npz_members_sha256 (the npz's
+//                   `ImageSource::fingerprint`: its members' names, sizes and CRC-32s; or
+//                   "n/a (image folder)"; checked once the file is open, after any
+//                   --download), and fstore_source_entries: JSON
 //                   {split: {"rows": R, "entries": E}}, the E dataset entries that the R
 //                   rows of the split consumed (updated in each batch's commit);
 //       templates   fstore_text_model_name, fstore_text_model_sha256, fstore_prompt_hash.

@@ -1,10 +1,12 @@
 // MedMNIST .npz reader: streams `{split}_images.npy` members with libzip, one batch at a
 // time. Labels (a few bytes per sample) are read whole when their split starts.
+#include <openssl/evp.h>
 #include <zip.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <numeric>
@@ -353,6 +355,38 @@ public:
         return current_ < splits_.size() ? splits_[current_].name : std::string();
     }
     std::int64_t position_in_split() const override { return in_split_; }
+
+    std::string fingerprint() const override {
+        // One "name size crc32" line per member, sorted so that the same members repacked
+        // in another order still match, then SHA-256 over the lines.
+        std::vector<std::string> lines;
+        const zip_int64_t n = zip_get_num_entries(zip_.get(), 0);
+        constexpr zip_uint64_t need = ZIP_STAT_NAME | ZIP_STAT_SIZE | ZIP_STAT_CRC;
+        for (zip_int64_t i = 0; i < n; ++i) {
+            zip_stat_t st;
+            zip_stat_init(&st);
+            if (zip_stat_index(zip_.get(), static_cast<zip_uint64_t>(i), 0, &st) != 0 || (st.valid & need) != need) {
+                throw FormatError("'" + path_ + "': cannot read its member table: the .npz is corrupt; re-download it");
+            }
+            char crc[9];
+            std::snprintf(crc, sizeof crc, "%08x", static_cast<unsigned>(st.crc));
+            lines.push_back(std::string(st.name) + ' ' + std::to_string(st.size) + ' ' + crc + '\n');
+        }
+        std::sort(lines.begin(), lines.end());
+        const std::string table = std::accumulate(lines.begin(), lines.end(), std::string());
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned int length = 0;
+        if (EVP_Digest(table.data(), table.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+            throw InternalError("SHA-256 is not available from OpenSSL");
+        }
+        std::string hex;
+        for (unsigned int i = 0; i < length; ++i) {
+            char byte[3];
+            std::snprintf(byte, sizeof byte, "%02x", digest[i]);
+            hex += byte;
+        }
+        return hex;
+    }
 
     std::size_t next_batch(std::size_t n, std::vector<Sample>& out) override {
         if (current_ >= splits_.size()) {

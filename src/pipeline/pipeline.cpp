@@ -40,6 +40,7 @@ constexpr const char* attr_dataset = "fstore_dataset";
 constexpr const char* attr_image_size = "fstore_image_size";
 constexpr const char* attr_labels_sha = "fstore_labels_sha256";
 constexpr const char* attr_source_entries = "fstore_source_entries";
+constexpr const char* attr_npz_fingerprint = "fstore_npz_members_sha256";
 constexpr const char* attr_text_model_name = "fstore_text_model_name";
 constexpr const char* attr_text_model_sha = "fstore_text_model_sha256";
 constexpr const char* attr_prompt_hash = "fstore_prompt_hash";
@@ -233,6 +234,7 @@ private:
     void text_stage();
     void image_stage();
     std::unique_ptr<ImageSource> open_source();
+    void check_source_fingerprint(const ImageSource& source);
     void warn_left_out_splits(const ImageFolderOptions& folder);
     std::vector<Segment> plan(const ImageSource& source);
 
@@ -317,6 +319,9 @@ void BuildRun::check_identity() {
         image_identity.push_back({attr_image_size, folder ? not_for_folder : std::to_string(o_.size), "image size"});
         image_identity.push_back({attr_labels_sha, folder ? file_sha256(o_.labels_csv.string()) : not_for_npz,
                                   "labels CSV (SHA-256)"});
+        // An npz's own fingerprint needs the file, which --download may only fetch later:
+        // image_stage checks it once the source is open.
+        if (folder) image_identity.push_back({attr_npz_fingerprint, not_for_folder, ".npz members (SHA-256)"});
     }
     if (o_.run_text) {
         text_identity = text_model;
@@ -457,6 +462,23 @@ std::unique_ptr<ImageSource> BuildRun::open_source() {
     return open_medmnist(mo);
 }
 
+// Rows on disk must come from the same data as the rows about to follow them; stores that
+// never recorded a fingerprint (older fstore, other tools) adopt this source's.
+void BuildRun::check_source_fingerprint(const ImageSource& source) {
+    const std::string fingerprint = source.fingerprint();
+    if (fingerprint.empty()) return;
+    const auto recorded = attribute_text(*store_, attr_npz_fingerprint);
+    if (recorded && *recorded == fingerprint) return;
+    if (recorded && store_->rows() > 0) {
+        throw MismatchError(fmt::format(
+            "store {} holds image rows made from another {} (members SHA-256 '{}', this file's '{}'): pass "
+            "--no-resume to rebuild it from this file, or write to another --h5 path",
+            quoted(o_.h5_path), medmnist_file_name(resolved_dataset_name(o_), o_.size), short_value(*recorded),
+            short_value(fingerprint)));
+    }
+    store_->set_attribute(attr_npz_fingerprint, fingerprint);
+}
+
 // --splits given for a folder: one warning counting the CSV rows of the splits it leaves
 // out (the CSV is parsed a second time, without the split filter; it is small).
 void BuildRun::warn_left_out_splits(const ImageFolderOptions& folder) {
@@ -510,6 +532,7 @@ void BuildRun::image_stage() {
         return;
     }
     auto source = open_source();
+    check_source_fingerprint(*source);
     const std::vector<Segment> segments = plan(*source);
     const auto& cfg = model_->config();
     const std::int64_t dim = cfg.embed_dim;

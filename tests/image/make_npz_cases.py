@@ -60,6 +60,17 @@ for stem in good:
 with open(os.path.join(out, "good.txt"), "w") as f:
     f.write("\n".join(good) + "\n")
 
+# Fingerprints: mode_savez's arrays repacked deflated in reverse member order (same
+# content), and the same with one pixel changed.
+same = make_arrays(28, COUNTS, seed=0)
+for name, arrays in (("reordered.npz", same), ("one_pixel.npz", dict(same, val_images=same["val_images"].copy()))):
+    if name == "one_pixel.npz":
+        arrays["val_images"][1, 2, 3, 0] ^= 1
+    with zipfile.ZipFile(os.path.join(out, name), "w", zipfile.ZIP_DEFLATED) as z:
+        for key in reversed(list(arrays)):
+            with z.open(key + ".npy", "w") as m:
+                np.lib.format.write_array(m, arrays[key])
+
 # Streaming: ~210 MB of train pixels that deflate to almost nothing; image i starts with i % 251.
 big = np.zeros((1400, 224, 224, 3), dtype=np.uint8)
 big[:, 0, 0, 0] = np.arange(1400) % 251

@@ -138,6 +138,19 @@ TEST_F(NpzTest, ShapesAndSplitOrder) {
     EXPECT_EQ(empty->current_split(), "test");  // the empty split is passed over
 }
 
+TEST_F(NpzTest, FingerprintFollowsContentNotPackingOrOrder) {
+    const std::string savez = open_npz(file("mode_savez.npz"))->fingerprint();
+    EXPECT_EQ(savez.size(), 64u) << savez;
+    EXPECT_EQ(savez.find_first_not_of("0123456789abcdef"), std::string::npos) << savez;
+    // Same members, deflated and in reverse order: same content, same fingerprint; it does
+    // not depend on the splits a run asks for either.
+    EXPECT_EQ(open_npz(file("reordered.npz"))->fingerprint(), savez);
+    EXPECT_EQ(open_npz(file("mode_savez.npz"), {"test"})->fingerprint(), savez);
+    // One pixel differs, or other data altogether: another fingerprint.
+    EXPECT_NE(open_npz(file("one_pixel.npz"))->fingerprint(), savez);
+    EXPECT_NE(open_npz(file("mode_savez_compressed.npz"))->fingerprint(), savez);
+}
+
 TEST_F(NpzTest, MedmnistNamingAndMissingFile) {
     EXPECT_EQ(medmnist_file_name("bloodmnist", 28), "bloodmnist.npz");
     EXPECT_EQ(medmnist_file_name("bloodmnist", 224), "bloodmnist_224.npz");

@@ -8,7 +8,9 @@ import json
 import os
 import sys
 import tempfile
+import zipfile
 
+import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +87,63 @@ def main():
         np.testing.assert_array_equal(after["ids"], np.arange(3))
         help_text = t.run([t.FSTORE, "build", "--help"]).stdout
         assert "ALL image rows" in help_text, help_text
+
+    check_npz_fingerprint()
     print("ok")
+
+
+def rezip_reversed(path):
+    """The same members, deflated, in reverse order: other bytes, same content."""
+    with zipfile.ZipFile(path) as z:
+        members = [(name, z.read(name)) for name in z.namelist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in reversed(members):
+            z.writestr(name, data)
+
+
+def check_npz_fingerprint():
+    """Rows on disk and the rows resumed after them come from the same .npz content, not
+    just from a file of the same name: a store records its npz's member table digest."""
+    with tempfile.TemporaryDirectory(prefix="fstore-npz-identity-") as tmp:
+        data = os.path.join(tmp, "data")
+        npz = os.path.join(data, "bloodmnist.npz")
+        t.make_data(data, train=6, val=3, test=4, seed=21)
+        h5 = os.path.join(tmp, "s.h5")
+        t.run(t.build_cmd(h5, data, "--run-image", "--splits", "train"))
+        first = t.read(h5)
+        recorded = first["attrs"]["fstore_npz_members_sha256"]
+        assert len(recorded) == 64 and int(recorded, 16) >= 0, recorded
+
+        # Another file under the same name: refused in one line, store untouched.
+        os.rename(npz, npz + ".orig")
+        t.make_data(data, train=6, val=3, test=4, seed=22)
+        p = t.run(t.build_cmd(h5, data, "--run-image"), check_rc=MISMATCH)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "another bloodmnist.npz" in p.stderr and "--no-resume" in p.stderr, p.stderr
+        t.compare_rows(t.read(h5), first, "rows after a refused resume from another npz", exact=True)
+
+        # The original content repacked (other bytes, same members): resumes, and the result
+        # equals an uninterrupted build from the original file.
+        os.replace(npz + ".orig", npz)
+        fresh = os.path.join(tmp, "fresh.h5")
+        t.run(t.build_cmd(fresh, data, "--run-image"))
+        rezip_reversed(npz)
+        t.run(t.build_cmd(h5, data, "--run-image"))
+        t.verify(h5)
+        t.compare_rows(t.read(h5), t.read(fresh), "resumed from a repacked npz vs uninterrupted", exact=True)
+
+        # A store that predates the fingerprint (attribute absent) resumes and adopts it.
+        with h5py.File(h5, "a") as f:
+            del f.attrs["fstore_npz_members_sha256"]
+        t.run(t.build_cmd(h5, data, "--run-image"))
+        assert t.read(h5)["attrs"]["fstore_npz_members_sha256"] == recorded
+
+        # --no-resume rebuilds from a new file and records its fingerprint.
+        t.make_data(data, train=6, val=3, test=4, seed=23)
+        t.run(t.build_cmd(h5, data, "--run-image", "--no-resume"))
+        rebuilt = t.read(h5)
+        assert rebuilt["attrs"]["fstore_npz_members_sha256"] != recorded
+        assert len(rebuilt["ids"]) == 13
 
 
 if __name__ == "__main__":

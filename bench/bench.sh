@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs every fstore benchmark with its baselines in one invocation and prints one table.
-#   bench/bench.sh [--quick] [--build DIR] [--work DIR] [--only writer,e2e,reads] [--results FILE]
+#   bench/bench.sh [--quick] [--build DIR] [--work DIR] [--only writer,e2e,memory,reads] [--results FILE]
 # --build: a configured CMake build dir (default build-bench; configured + built here);
 # --work: scratch space on the disk to measure (default /tmp/fstore-bench; needs ~10 GB,
 #         ~2 GB with --quick); --results: also write the table as markdown (bench/RESULTS.md).

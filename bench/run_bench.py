@@ -10,6 +10,8 @@ Sections (issue #5, "Measure it"):
            batch size and for two dataset sizes.
   e2e      `fstore build --run-image` vs tests/python/reference_pipeline.py --run-image on
            generated BloodMNIST-format data (224 px): (a) the tiny model, (b) wide-cheap.
+  memory   peak RSS of `fstore build` (wide-cheap) per batch size (16, 64, 256), each for a
+           small and a 3x larger dataset: the ratio shows whether memory grows with the data.
   reads    on a store of READ_ROWS rows: fstore-access sample / batch / fetch vs h5py doing
            the same selection (process wall time, and h5py's in-process time).
 """
@@ -140,6 +142,51 @@ def bench_writer(a, table, work):
 
 # ---- end to end ---------------------------------------------------------------------------
 
+def test_model(work, preset):
+    """scripts/make_test_model.py's `preset`, made once per work dir."""
+    path = os.path.join(work, f"{preset}.pt")
+    if not os.path.exists(path):
+        subprocess.run([PY, os.path.join(SRC, "scripts", "make_test_model.py"), preset, path],
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def bloodmnist_data(work, n):
+    """A data root holding a generated 224 px bloodmnist_224.npz of n images (70/10/20 %)."""
+    data = os.path.join(work, f"data-{n}")
+    if not os.path.isdir(data):
+        os.makedirs(data)
+        train, val = n * 7 // 10, n // 10
+        subprocess.run([PY, os.path.join(SRC, "tests", "python", "fstore_ref", "medmnist.py"), "--out", data,
+                        "--size", "224", "--train", str(train), "--val", str(val),
+                        "--test", str(n - train - val), "--mode", "savez"], check=True)
+    return data
+
+
+def bench_memory(a, table, work):
+    """Peak RSS of `fstore build` (ConceptCLIP output shapes) per batch size, for two
+    dataset sizes: bounded queues should make it depend on the batch size only."""
+    if not a.fstore or not os.path.exists(a.fstore):
+        table.add("memory", "fstore build", "n/a", "", "fstore not built (needs LibTorch)")
+        return
+    model = test_model(work, "wide-cheap")
+    small, large = a.memory_sizes
+    for batch in a.memory_batches:
+        peaks = {}
+        for n in (small, large):
+            store = os.path.join(work, f"memory-{batch}-{n}.h5")
+            drop(store)
+            t, rss, _ = run_timed([a.fstore, "build", "--model", model, "--threads", str(os.cpu_count()),
+                                   "--run-image", "--h5", store, "--data-root", bloodmnist_data(work, n),
+                                   "--size", "224", "--batch-size", str(batch), "--no-progress"])
+            drop(store)
+            peaks[n] = rss
+            table.add("memory", f"fstore build peak RSS, batch {batch}, {n} images", f"{rss:.0f}", "MB",
+                      f"{n / t:.1f} img/s")
+        table.add("memory", f"batch {batch}: peak RSS {large} / {small} images (flat = 1.00)",
+                  fmt(peaks[large] / peaks[small], 2), "x")
+
+
 def bench_e2e(a, table, work):
     if not a.fstore or not os.path.exists(a.fstore):
         table.add("e2e", "fstore build", "n/a", "", "fstore not built (needs LibTorch)")
@@ -148,13 +195,7 @@ def bench_e2e(a, table, work):
     if not os.path.exists(ref):
         table.add("e2e", "reference_pipeline.py", "n/a", "", "tests/python/reference_pipeline.py missing")
         return
-    models = {}
-    for preset in ("tiny", "wide-cheap"):
-        path = os.path.join(work, f"{preset}.pt")
-        if not os.path.exists(path):
-            subprocess.run([PY, os.path.join(SRC, "scripts", "make_test_model.py"), preset, path],
-                           check=True, stdout=subprocess.DEVNULL)
-        models[preset] = path
+    models = {preset: test_model(work, preset) for preset in ("tiny", "wide-cheap")}
     # glibc returns LibTorch's ~200 MB per-batch tensors to the kernel and page-faults them
     # back in every batch; these settings keep them in the heap. Measured for both programs.
     tuned = dict(os.environ, MALLOC_MMAP_THRESHOLD_="2147483647", MALLOC_TRIM_THRESHOLD_="4294967295",
@@ -162,13 +203,7 @@ def bench_e2e(a, table, work):
     for label, preset, n, env in (("(a) tiny 224->32", "tiny", a.e2e_tiny, None),
                                   ("(b) wide-cheap 729x1152", "wide-cheap", a.e2e_wide, None),
                                   ("(b') wide-cheap, both with glibc malloc tuned", "wide-cheap", a.e2e_wide, tuned)):
-        data = os.path.join(work, f"data-{n}")
-        if not os.path.isdir(data):
-            os.makedirs(data)
-            train, val = n * 7 // 10, n // 10
-            subprocess.run([PY, os.path.join(SRC, "tests", "python", "fstore_ref", "medmnist.py"), "--out", data,
-                            "--size", "224", "--train", str(train), "--val", str(val),
-                            "--test", str(n - train - val), "--mode", "savez"], check=True)
+        data = bloodmnist_data(work, n)
         ours, theirs = os.path.join(work, f"e2e-{preset}-fstore.h5"), os.path.join(work, f"e2e-{preset}-ref.h5")
         drop(ours), drop(theirs)
         t_f, rss_f, _ = run_timed([a.fstore, "build", "--model", models[preset], "--threads", str(os.cpu_count()),
@@ -273,7 +308,7 @@ def main():
     ap.add_argument("--access")
     ap.add_argument("--work", required=True)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="writer,e2e,reads")
+    ap.add_argument("--only", default="writer,e2e,memory,reads")
     ap.add_argument("--results", help="write the table + machine description (markdown) here")
     a = ap.parse_args()
     q = a.quick
@@ -281,6 +316,7 @@ def main():
     a.rss_rows, a.rss_batches = (128, [16, 64]) if q else (512, [16, 64, 256])
     a.e2e_tiny, a.e2e_wide = (200, 64) if q else (1000, 640)
     a.read_rows, a.read_reps = (600, 1) if q else (5000, 3)
+    a.memory_sizes, a.memory_batches = ((256, 768), [16, 64]) if q else ((1280, 3840), [16, 64, 256])
     os.makedirs(a.work, exist_ok=True)
     m = machine(a.work)
     print(f"machine: {m}", flush=True)
@@ -291,6 +327,8 @@ def main():
         bench_writer(a, table, a.work)
     if "e2e" in sections:
         bench_e2e(a, table, a.work)
+    if "memory" in sections:
+        bench_memory(a, table, a.work)
     if "reads" in sections:
         bench_reads(a, table, a.work)
     m["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

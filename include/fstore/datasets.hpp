@@ -117,7 +117,8 @@ std::string medmnist_root(const std::string& root);
 //    labels any integer; C order; shape (N,H,W[,C]) / (N[,K])), member size inconsistent
 //    with its header: FormatError naming file, member and problem;
 //  - a missing `{split}_images.npy` / `{split}_labels.npy`: DataError listing the
-//    members the file has; images and labels of different lengths: DataError.
+//    members the file has; images and labels of different lengths: DataError;
+//  - (open_medmnist only) images that are not size x size: DataError.
 // While reading, a truncated or corrupt member (read error, CRC mismatch, short data)
 // throws FormatError. Labels take the first column of (N, K) label arrays.
 std::unique_ptr<ImageSource> open_medmnist(const MedmnistOptions& options);

@@ -10,6 +10,9 @@
 //                floats, appended with ids = row number, label (-1 when missing), split name.
 //
 // Better than the reference:
+//   - Fail fast. The image data is opened (downloaded, headers and CSV checked) before the
+//     model loads and the store is created, so a wrong path costs no text stage. A run
+//     whose images were all unreadable throws DataError instead of reporting success.
 //   - Crash-safe resume. The rows on disk are the truth: per split, the run skips what the
 //     rows already written for that split consumed, and appends the rest. Every batch is
 //     one atomic commit of the store's rollback journal, so a kill at any moment (SIGKILL
@@ -27,8 +30,7 @@
 //                   "n/a (image folder)"), fstore_labels_sha256 (SHA-256 of the labels CSV,
 //                   or "n/a (MedMNIST npz)"), fstore_npz_members_sha256 (the npz's
 //                   `ImageSource::fingerprint`: its members' names, sizes and CRC-32s; or
-//                   "n/a (image folder)"; checked once the file is open, after any
-//                   --download), and fstore_source_entries: JSON
+//                   "n/a (image folder)"), and fstore_source_entries: JSON
 //                   {split: {"rows": R, "entries": E}}, the E dataset entries that the R
 //                   rows of the split consumed (updated in each batch's commit);
 //       templates   fstore_text_model_name, fstore_text_model_sha256, fstore_prompt_hash.

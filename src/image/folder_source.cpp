@@ -110,11 +110,16 @@ public:
     explicit FolderSource(const ImageFolderOptions& o) : options_(o) {
         std::error_code ec;
         if (!fs::is_directory(o.images_dir, ec)) {
-            throw NotFoundError("image directory '" + o.images_dir + "' not found: pass an existing directory with --images");
+            throw NotFoundError("image directory '" + o.images_dir + "' " +
+                                (fs::exists(o.images_dir, ec) ? "is not a directory" : "not found") +
+                                ": pass the folder that holds the images with --images");
         }
         std::ifstream in(o.labels_csv, std::ios::binary);
         if (!fs::is_regular_file(o.labels_csv, ec) || !in) {
-            throw NotFoundError("labels file '" + o.labels_csv + "' not found: pass an existing CSV with --labels");
+            const char* what = !fs::exists(o.labels_csv, ec)        ? "not found"
+                               : fs::is_directory(o.labels_csv, ec) ? "is a directory"
+                                                                    : "is not readable";
+            throw NotFoundError("labels file '" + o.labels_csv + "' " + what + ": pass the CSV file with --labels");
         }
         std::ostringstream ss;
         ss << in.rdbuf();

@@ -319,7 +319,10 @@ std::int64_t decode_label(const std::uint8_t* p, const NpyHeader& h) {
 
 class NpzSource final : public ImageSource {
 public:
-    NpzSource(const std::string& path, std::vector<std::string> splits) : path_(path) {
+    // image_size > 0: every split's images must be image_size x image_size (a MedMNIST file
+    // named for one size holds images of that size).
+    NpzSource(const std::string& path, std::vector<std::string> splits, int image_size = 0)
+        : path_(path), image_size_(image_size) {
         if (splits.empty()) splits = default_splits();
         std::error_code ec;
         if (!fs::exists(path, ec)) {
@@ -502,6 +505,13 @@ private:
             s.height = static_cast<int>(h.shape[1]);
             s.width = static_cast<int>(h.shape[2]);
             s.channels = nd == 4 ? static_cast<int>(h.shape[3]) : 1;
+            if (image_size_ > 0 && (s.height != image_size_ || s.width != image_size_)) {
+                throw DataError("'" + path_ + "' split '" + name + "' holds " + std::to_string(s.height) + "x" +
+                                std::to_string(s.width) + " images, not " + std::to_string(image_size_) + "x" +
+                                std::to_string(image_size_) + " as its name says (--size " +
+                                std::to_string(image_size_) + "): pass the --size that matches the file, "
+                                "or re-download it");
+            }
             check_size(s.images_index, img_name, h);
         }
         {
@@ -571,6 +581,7 @@ private:
     }
 
     std::string path_;
+    int image_size_ = 0;  // 0: any
     ZipPtr zip_;
     std::vector<SplitMembers> splits_;
     std::vector<SplitInfo> info_;
@@ -591,7 +602,7 @@ std::unique_ptr<ImageSource> open_npz(const std::string& path, const std::vector
 std::unique_ptr<ImageSource> open_medmnist(const MedmnistOptions& options) {
     if (options.name.empty()) throw UsageError("empty MedMNIST dataset name: pass e.g. bloodmnist");
     const fs::path path = fs::path(medmnist_root(options.root)) / medmnist_file_name(options.name, options.size);
-    return open_npz(path.string(), options.splits);
+    return std::make_unique<NpzSource>(path.string(), options.splits, options.size);
 }
 
 }  // namespace fstore

@@ -230,11 +230,11 @@ public:
 private:
     void open_model();
     void open_store();
-    void check_identity();
+    // `source`: the image data when the image stage runs (null otherwise).
+    void check_identity(const ImageSource* source);
     void text_stage();
-    void image_stage();
+    void image_stage(std::unique_ptr<ImageSource> source);
     std::unique_ptr<ImageSource> open_source();
-    void check_source_fingerprint(const ImageSource& source);
     void warn_left_out_splits(const ImageFolderOptions& folder);
     std::vector<Segment> plan(const ImageSource& source);
 
@@ -250,6 +250,7 @@ private:
     std::optional<FeatureStore> store_;
     std::optional<PromptSet> prompts_;
     BuildSummary summary_;
+    std::string first_unreadable_;  // "'path': reason" of the first image skipped
 };
 
 BuildSummary BuildRun::run() {
@@ -258,12 +259,16 @@ BuildSummary BuildRun::run() {
     if (o_.run_text) {
         prompts_ = o_.prompts_file.empty() ? bloodmnist_prompts() : load_prompt_set(o_.prompts_file);
     }
+    // The image data first: a missing or malformed .npz, CSV or folder fails before the
+    // model loads, the store is created and the text stage spends minutes.
+    std::unique_ptr<ImageSource> source;
+    if (o_.run_image) source = open_source();
     open_model();
     open_store();
-    check_identity();
+    check_identity(source.get());
     summary_.store_path = o_.h5_path;
     if (o_.run_text) text_stage();
-    if (o_.run_image && !summary_.interrupted) image_stage();
+    if (o_.run_image && !summary_.interrupted) image_stage(std::move(source));
     summary_.total_rows = store_->rows();
     summary_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return std::move(summary_);
@@ -300,7 +305,7 @@ void BuildRun::open_store() {
                  store_->template_ids().size());
 }
 
-void BuildRun::check_identity() {
+void BuildRun::check_identity(const ImageSource* source) {
     FeatureStore& store = *store_;
     const auto& cfg = model_->config();
     const std::int64_t rows = store.rows();
@@ -313,15 +318,16 @@ void BuildRun::check_identity() {
     const std::vector<IdentityEntry> text_model{{attr_text_model_name, cfg.name, "model"},
                                                 {attr_text_model_sha, sha, "model archive (SHA-256)"}};
     std::vector<IdentityEntry> image_identity, text_identity;
+    const std::string data_file_what =
+        (folder ? std::string(".npz") : medmnist_file_name(resolved_dataset_name(o_), o_.size)) + " members (SHA-256)";
     if (o_.run_image) {
         image_identity = image_model;
         image_identity.push_back({attr_dataset, resolved_dataset_name(o_), "dataset"});
         image_identity.push_back({attr_image_size, folder ? not_for_folder : std::to_string(o_.size), "image size"});
         image_identity.push_back({attr_labels_sha, folder ? file_sha256(o_.labels_csv.string()) : not_for_npz,
                                   "labels CSV (SHA-256)"});
-        // An npz's own fingerprint needs the file, which --download may only fetch later:
-        // image_stage checks it once the source is open.
-        if (folder) image_identity.push_back({attr_npz_fingerprint, not_for_folder, ".npz members (SHA-256)"});
+        image_identity.push_back({attr_npz_fingerprint, folder ? not_for_folder : source->fingerprint(),
+                                  data_file_what.c_str()});
     }
     if (o_.run_text) {
         text_identity = text_model;
@@ -439,6 +445,7 @@ std::unique_ptr<ImageSource> BuildRun::open_source() {
         fo.splits = o_.splits;  // empty: every split of the CSV
         fo.strict = o_.strict;
         fo.on_skip = [this](const std::string& path, const std::string& reason) {
+            if (summary_.skipped_images == 0) first_unreadable_ = "'" + path + "': " + reason;
             ++summary_.skipped_images;
             spdlog::warn("skipping unreadable image '{}': {}", path, reason);
         };
@@ -460,23 +467,6 @@ std::unique_ptr<ImageSource> BuildRun::open_source() {
     mo.root = o_.data_root.string();
     mo.splits = o_.splits;
     return open_medmnist(mo);
-}
-
-// Rows on disk must come from the same data as the rows about to follow them; stores that
-// never recorded a fingerprint (older fstore, other tools) adopt this source's.
-void BuildRun::check_source_fingerprint(const ImageSource& source) {
-    const std::string fingerprint = source.fingerprint();
-    if (fingerprint.empty()) return;
-    const auto recorded = attribute_text(*store_, attr_npz_fingerprint);
-    if (recorded && *recorded == fingerprint) return;
-    if (recorded && store_->rows() > 0) {
-        throw MismatchError(fmt::format(
-            "store {} holds image rows made from another {} (members SHA-256 '{}', this file's '{}'): pass "
-            "--no-resume to rebuild it from this file, or write to another --h5 path",
-            quoted(o_.h5_path), medmnist_file_name(resolved_dataset_name(o_), o_.size), short_value(*recorded),
-            short_value(fingerprint)));
-    }
-    store_->set_attribute(attr_npz_fingerprint, fingerprint);
 }
 
 // --splits given for a folder: one warning counting the CSV rows of the splits it leaves
@@ -526,14 +516,13 @@ std::vector<Segment> BuildRun::plan(const ImageSource& source) {
     return segments;
 }
 
-void BuildRun::image_stage() {
+void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     if (stopping(stop_)) {
         summary_.interrupted = true;
         return;
     }
-    auto source = open_source();
-    check_source_fingerprint(*source);
     const std::vector<Segment> segments = plan(*source);
+    const std::int64_t rows_before = store_->rows();
     const auto& cfg = model_->config();
     const std::int64_t dim = cfg.embed_dim;
     const std::int64_t tokens = cfg.image_tokens;
@@ -712,6 +701,14 @@ void BuildRun::image_stage() {
     if (writer_error) std::rethrow_exception(writer_error);
     if (encoder_error) std::rethrow_exception(encoder_error);
     if (loader_error) std::rethrow_exception(loader_error);
+    // Images found but none readable, in an empty store, is a wrong --images folder or CSV,
+    // not a success a script should take for one. (Unreadable images at the end of a
+    // dataset that is otherwise stored are only warnings: a resume must not get stuck.)
+    if (!summary_.interrupted && summary_.skipped_images > 0 && summary_.total_new == 0 && rows_before == 0) {
+        throw DataError(fmt::format("none of the {} images this run tried could be read (first {}): check that "
+                                    "--images is the folder the paths in --labels are relative to",
+                                    summary_.skipped_images, first_unreadable_));
+    }
     // An npz yields every sample its headers announce, so fewer rows mean the file changed
     // under us. (A folder's missing rows are its unreadable images, reported one by one.)
     for (const auto& s : summary_.splits) {

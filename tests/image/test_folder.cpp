@@ -173,6 +173,18 @@ TEST_F(FolderTest, BadCsvAndMissingPaths) {
     EXPECT_THROW(open_image_folder({images, write_csv(""), {}, false, nullptr}), FormatError);
     EXPECT_THROW(open_image_folder({images, dir / "nope.csv", {}, false, nullptr}), NotFoundError);
     EXPECT_THROW(open_image_folder({dir / "nodir", write_csv("path,label\n"), {}, false, nullptr}), NotFoundError);
+    // A file where a folder belongs (and the reverse) is named as such, not as missing.
+    const auto csv = write_csv("path,label\n");
+    const auto message = [](const ImageFolderOptions& o) {
+        try {
+            open_image_folder(o);
+        } catch (const NotFoundError& e) {
+            return std::string(e.what());
+        }
+        return std::string("no NotFoundError");
+    };
+    EXPECT_NE(message({csv, csv, {}, false, nullptr}).find("is not a directory"), std::string::npos);
+    EXPECT_NE(message({images, images, {}, false, nullptr}).find("is a directory"), std::string::npos);
     // Quoted quotes and a quoted newline parse; the row's path keeps them.
     std::vector<std::string> skipped;
     auto src = open_image_folder({images, write_csv("path,label\n\"we\"\"ird\nname.png\",4\n"), {}, false,

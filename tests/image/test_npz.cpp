@@ -167,6 +167,17 @@ TEST_F(NpzTest, MedmnistNamingAndMissingFile) {
     std::filesystem::copy_file(file("mode_savez.npz"), root / "bloodmnist.npz");
     auto src = open_medmnist({"bloodmnist", 28, root.path().string(), {"val"}});
     EXPECT_EQ(src->size(), 3);
+    // A file named for size 64 that holds 28x28 images is refused before any row is read.
+    std::filesystem::copy_file(file("mode_savez.npz"), root / "bloodmnist_64.npz");
+    try {
+        open_medmnist({"bloodmnist", 64, root.path().string(), default_splits()});
+        FAIL() << "no exception";
+    } catch (const DataError& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("28x28 images, not 64x64"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("--size"), std::string::npos) << msg;
+    }
+    EXPECT_EQ(open_npz(root / "bloodmnist_64.npz")->size(), 15);  // an explicit path takes any size
 }
 
 TEST_F(NpzTest, BadFilesGiveTheDocumentedErrors) {

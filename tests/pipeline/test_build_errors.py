@@ -89,6 +89,29 @@ def main():
         strict = [c if c != os.path.join(tmp, "folder.h5") else os.path.join(tmp, "strict.h5") for c in folder_cmd]
         p = t.run(strict + ["--strict"], check_rc=DATA)
         one_line_error(p, "broken.png")
+        # The wrong --images folder: every image is unreadable, which is an error (exit 7),
+        # not an empty success.
+        wrong = os.path.join(tmp, "wrong")
+        os.makedirs(wrong)
+        empty_run = [c if c != images else wrong for c in folder_cmd]
+        empty_run[empty_run.index(os.path.join(tmp, "folder.h5"))] = os.path.join(tmp, "wrong.h5")
+        p = t.run(empty_run, check_rc=DATA)
+        assert "none of the 5 images" in p.stderr and "--images" in p.stderr, p.stderr
+        assert p.stdout == "", p.stdout
+
+        # Image data is checked before the model loads: a missing .npz fails at once and
+        # creates no store (the text stage would otherwise run first).
+        fail_fast = os.path.join(tmp, "fail-fast.h5")
+        p = t.run(t.build_cmd(fail_fast, os.path.join(tmp, "no-data")), check_rc=NOT_FOUND)
+        one_line_error(p, "bloodmnist.npz")
+        assert "loading model" not in p.stderr and not os.path.exists(fail_fast), p.stderr
+        # ... and so is an .npz whose images do not have the size its name says (exit 7).
+        small = os.path.join(tmp, "size64")
+        t.make_data(small, size=28, train=2, val=1, test=1)
+        os.rename(os.path.join(small, "bloodmnist.npz"), os.path.join(small, "bloodmnist_64.npz"))
+        p = t.run(t.build_cmd(fail_fast, small, size=64), check_rc=DATA)
+        one_line_error(p, "28x28 images, not 64x64", "--size")
+        assert not os.path.exists(fail_fast)
     print("ok")
 
 

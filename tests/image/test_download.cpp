@@ -42,7 +42,8 @@ protected:
                     static_cast<char*>(nullptr));
             ::_exit(127);
         }
-        for (int i = 0; i < 200 && !fs::exists(port_file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+        // Up to 30 s: Python starts slowly on a loaded machine.
+        for (int i = 0; i < 1200 && !fs::exists(port_file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
         ASSERT_TRUE(fs::exists(port_file)) << "server did not start";
         std::string port;
         std::ifstream(port_file) >> port;

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -173,7 +174,9 @@ TEST(StoreWriter, DetectsIncompressibleDataAndRechecks) {
 
 // A child appends through the chunk writer (batches of 5: every batch rewrites a committed
 // partial chunk, the journaled case) and is SIGKILLed at random moments; each reopen must
-// show whole batches only, every row intact, split_counts in step.
+// show whole batches only, every row intact, split_counts in step. Every third round waits
+// for the child's first commit (it reports each one through a pipe) before the random delay,
+// so some rounds make progress however slow the machine (ASan, a loaded CI runner).
 TEST(StoreWriter, SigkillLeavesWholeBatches) {
     TempDir dir;
     const fs::path path = dir.path / "s.h5";
@@ -183,18 +186,31 @@ TEST(StoreWriter, SigkillLeavesWholeBatches) {
     int progressed = 0;
     constexpr int kills = 12;
     for (int round = 0; round < kills; ++round) {
+        int commits[2];
+        ASSERT_EQ(::pipe(commits), 0);
         const pid_t pid = ::fork();
         ASSERT_GE(pid, 0);
         if (pid == 0) {
+            ::close(commits[0]);
             try {
                 auto store = FeatureStore::open_or_create(path, layout());
-                for (;;) append_rows(store, 5);
+                for (;;) {
+                    append_rows(store, 5);
+                    const char committed = 1;
+                    (void)!::write(commits[1], &committed, 1);
+                }
             } catch (...) {
                 ::_exit(3);
             }
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng) + (round % 3 == 0 ? 150 : 0)));
+        ::close(commits[1]);
+        if (round % 3 == 0) {
+            pollfd first_commit{commits[0], POLLIN, 0};
+            EXPECT_EQ(::poll(&first_commit, 1, 120000), 1) << "no commit within 120 s in round " << round;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
         ::kill(pid, SIGKILL);
+        ::close(commits[0]);
         int status = 0;
         ASSERT_EQ(::waitpid(pid, &status, 0), pid);
         ASSERT_TRUE(WIFSIGNALED(status)) << "child exited with " << WEXITSTATUS(status);

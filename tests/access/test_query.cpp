@@ -1,14 +1,24 @@
 // Tests of the query library: numpy index semantics (checked against numpy itself), the
-// tree drawing, .npy/.npz output (loaded by numpy), and verify's findings on stores broken
-// on purpose (written by the h5py reference writer, tests/python/fstore_ref/store.py).
+// tree drawing, .npy/.npz output (loaded by numpy; devices, FIFOs, symlinks, full disks),
+// and verify's findings on stores broken on purpose (written by the h5py reference writer,
+// tests/python/fstore_ref/store.py).
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -19,6 +29,7 @@
 #include "fstore/half.hpp"
 #include "fstore/npy.hpp"
 #include "fstore/query.hpp"
+#include "../common/child_process.hpp"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -289,6 +300,204 @@ TEST(Npy, MissingDirectoryIsNotFound) {
     EXPECT_THROW(fstore::npy::write_npy(dir.path() / "no" / "a.npy", make_array(fstore::DType::f16, {1})),
                  fstore::NotFoundError);
     EXPECT_THROW(fstore::npy::write_npz(dir.path() / "no" / "a.npz", {}), fstore::NotFoundError);
+}
+
+namespace {
+
+std::vector<std::string> partial_files(const fs::path& dir) {
+    std::vector<std::string> found;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+        if (entry.path().filename().string().find(".partial-") != std::string::npos) found.push_back(entry.path());
+    }
+    return found;
+}
+
+fs::perms permissions_of(const fs::path& path) { return fs::status(path).permissions() & fs::perms::mask; }
+
+std::string read_descriptor(int fd) {
+    std::string bytes;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) bytes.append(buffer, static_cast<std::size_t>(n));
+    return bytes;
+}
+
+}  // namespace
+
+// An existing file is replaced through its symlink: the link stays a link, its target gets
+// the new bytes and keeps its mode; a dangling link creates its target; a new file gets
+// the usual 0666 & ~umask, not a temporary file's 0600.
+TEST(Npy, ReplacesTheFileBehindASymlinkKeepingItsMode) {
+    TempDir dir;
+    const auto array = make_array(fstore::DType::f16, {3, 5});
+    fstore::npy::write_npy(dir.path() / "expected.npy", array);
+    const auto real = dir.path() / "real.npy";
+    const auto link = dir.path() / "link.npy";
+    std::ofstream(real) << "old";
+    const auto mode_640 = fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read;
+    fs::permissions(real, mode_640);
+    fs::create_symlink("real.npy", link);
+
+    fstore::npy::write_npy(link, array);
+    ASSERT_TRUE(fs::is_symlink(fs::symlink_status(link)));
+    EXPECT_EQ(fs::read_symlink(link), fs::path("real.npy"));
+    EXPECT_EQ(read_file(real), read_file(dir.path() / "expected.npy"));
+    EXPECT_EQ(permissions_of(real), mode_640);
+
+    const auto dangling = dir.path() / "dangling.npz";
+    fs::create_symlink("created.npz", dangling);
+    fstore::npy::write_npz(dangling, {{"a", array}});
+    EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dangling)));
+    EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(dir.path() / "created.npz")));
+    const mode_t umask_now = ::umask(0);
+    ::umask(umask_now);
+    EXPECT_EQ(permissions_of(dir.path() / "created.npz"), static_cast<fs::perms>(0666 & ~umask_now));
+    EXPECT_THAT(partial_files(dir.path()), ::testing::IsEmpty());
+}
+
+// A FIFO is written in place, never replaced by a regular file. Its reader is open before
+// the writers (so they do not block) and the output fits the pipe buffer; had a writer
+// replaced the FIFO, this reader would see nothing.
+TEST(Npy, WritesIntoAFifoInPlace) {
+    TempDir dir;
+    const auto fifo = dir.path() / "out.fifo";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    ASSERT_GE(reader, 0);
+    const auto array = make_array(fstore::DType::f32, {2, 3});
+    fstore::npy::write_npy(fifo, array);
+    fstore::npy::write_npz(fifo, {{"a", array}});
+    const std::string got = read_descriptor(reader);
+    ::close(reader);
+    struct stat after {};
+    ASSERT_EQ(::lstat(fifo.c_str(), &after), 0);
+    EXPECT_TRUE(S_ISFIFO(after.st_mode));
+
+    fstore::npy::write_npy(dir.path() / "same.npy", array);
+    fstore::npy::write_npz(dir.path() / "same.npz", {{"a", array}});
+    const auto npy = read_file(dir.path() / "same.npy");
+    const auto npz = read_file(dir.path() / "same.npz");
+    ASSERT_EQ(got.size(), npy.size() + npz.size());
+    EXPECT_EQ(got.substr(0, npy.size()), npy);
+    // The zip's member times may differ by a tick: compare everything but the archive bytes.
+    EXPECT_EQ(got.substr(npy.size(), 4), "PK\x03\x04");
+    EXPECT_NE(got.find(npy, npy.size()), std::string::npos) << "the npz member is not the same .npy";
+}
+
+// /proc/self/fd/N and /dev/fd/N (where /dev/stdout leads) are written through the
+// descriptor itself; when the pipe's reader has gone, the write fails (EPIPE; SIGPIPE is
+// ignored in the child) instead of being reported as written.
+TEST(Npy, WritesIntoOwnDescriptorsAndReportsTheirErrors) {
+    TempDir dir;
+    const auto array = make_array(fstore::DType::i64, {4});
+    fstore::npy::write_npy(dir.path() / "same.npy", array);
+    for (const std::string prefix : {"/proc/self/fd/", "/dev/fd/"}) {
+        int ends[2];
+        ASSERT_EQ(::pipe(ends), 0);
+        fstore::npy::write_npy(prefix + std::to_string(ends[1]), array);
+        ::close(ends[1]);
+        EXPECT_EQ(read_descriptor(ends[0]), read_file(dir.path() / "same.npy")) << prefix;
+        ::close(ends[0]);
+    }
+    int ends[2];
+    ASSERT_EQ(::pipe(ends), 0);
+    ::close(ends[0]);
+    const std::string target = "/proc/self/fd/" + std::to_string(ends[1]);
+    const auto outcome = fstore::test::run_in_child([&] {
+        ::signal(SIGPIPE, SIG_IGN);
+        fstore::npy::write_npy(target, array);
+    });
+    ::close(ends[1]);
+    EXPECT_EQ(outcome.exit_code, static_cast<int>(fstore::ExitCode::io)) << outcome.message;
+    EXPECT_EQ(outcome.message, "cannot write '" + target + "': Broken pipe: check the device or choose another --out");
+}
+
+// A device that refuses writes (ENOSPC) fails with exit 10 and stays a device. The device
+// is a private node of /dev/full's (1, 7) in a scratch directory, so a wrong writer could
+// only replace that node, never /dev/full. Creating it needs CAP_MKNOD; without it the
+// same is checked on a FIFO whose reader leaves without reading: the output is larger
+// than the pipe buffer, so the writer always ends in EPIPE.
+TEST(Npy, WriteErrorOnADeviceIsAnIoErrorAndKeepsTheDevice) {
+    TempDir dir;
+    const auto target = dir.path() / "full";
+    const bool device = ::mknod(target.c_str(), S_IFCHR | 0666, makedev(1, 7)) == 0;
+    if (!device) {
+        std::cerr << "no CAP_MKNOD (" << std::strerror(errno) << "): checking a FIFO whose reader leaves instead\n";
+        ASSERT_EQ(::mkfifo(target.c_str(), 0600), 0);
+    }
+    const auto array = make_array(fstore::DType::f32, {128, 256});  // 128 KiB: twice the pipe buffer
+    for (const bool npz : {false, true}) {
+        const auto outcome = fstore::test::run_in_child([&] {
+            ::signal(SIGPIPE, SIG_IGN);
+            std::thread leaving_reader;
+            if (!device) {
+                leaving_reader = std::thread([&] {
+                    const int fd = ::open(target.c_str(), O_RDONLY);  // waits for the writer
+                    if (fd >= 0) ::close(fd);
+                });
+            }
+            try {
+                if (npz) fstore::npy::write_npz(target, {{"a", array}});
+                else fstore::npy::write_npy(target, array);
+            } catch (...) {
+                if (leaving_reader.joinable()) leaving_reader.join();
+                throw;
+            }
+            if (leaving_reader.joinable()) leaving_reader.join();
+        });
+        EXPECT_EQ(outcome.exit_code, static_cast<int>(fstore::ExitCode::io)) << outcome.message;
+        EXPECT_THAT(outcome.message, HasSubstr(device ? "No space left on device: free space or choose another --out"
+                                                      : "Broken pipe"));
+        struct stat after {};
+        ASSERT_EQ(::lstat(target.c_str(), &after), 0);
+        EXPECT_TRUE(device ? S_ISCHR(after.st_mode) : S_ISFIFO(after.st_mode)) << "the target was replaced";
+    }
+}
+
+// A full disk (here: a file-size limit, in a child) is an I/O error naming the file, not a
+// data error; the existing file keeps its bytes and no temporary file is left behind.
+TEST(Npy, DiskFullIsAnIoErrorAndKeepsTheOldFile) {
+    TempDir dir;
+    const auto npy = dir.path() / "x.npy";
+    const auto npz = dir.path() / "x.npz";
+    std::ofstream(npy) << "old npy";
+    std::ofstream(npz) << "old npz";
+    const auto big = make_array(fstore::DType::f32, {64, 64});  // 16 KiB
+    const auto npy_outcome = fstore::test::run_under_file_limit(4096, [&] { fstore::npy::write_npy(npy, big); });
+    EXPECT_EQ(npy_outcome.exit_code, static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(npy_outcome.message, "cannot write '" + npy.string() + "': File too large: free space or choose another --out");
+    const auto npz_outcome =
+        fstore::test::run_under_file_limit(4096, [&] { fstore::npy::write_npz(npz, {{"big", big}}); });
+    EXPECT_EQ(npz_outcome.exit_code, static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(npz_outcome.message, "cannot write '" + npz.string() + "': File too large: free space or choose another --out");
+    EXPECT_EQ(read_file(npy), "old npy");
+    EXPECT_EQ(read_file(npz), "old npz");
+    EXPECT_THAT(partial_files(dir.path()), ::testing::IsEmpty());
+}
+
+// A directory the user may not write to is an I/O error that names the directory, in
+// fstore's words for both writers (libzip's "Failure to create temporary file" used to leak
+// through). Root writes anywhere, so the child drops to nobody first.
+TEST(Npy, UnwritableDirectoryIsAnIoErrorNamingIt) {
+    TempDir dir;
+    const auto locked = dir.path() / "locked";
+    fs::create_directory(locked);
+    const auto read_and_search = fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                                 fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec;
+    fs::permissions(dir.path(), read_and_search | fs::perms::owner_write);
+    fs::permissions(locked, read_and_search);
+    const auto array = make_array(fstore::DType::f16, {2});
+    for (const std::string name : {"x.npy", "x.npz"}) {
+        const auto outcome = fstore::test::run_in_child([&] {
+            if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+                throw std::runtime_error("cannot drop root privileges");
+            }
+            if (name == "x.npy") fstore::npy::write_npy(locked / name, array);
+            else fstore::npy::write_npz(locked / name, {{"a", array}});
+        });
+        EXPECT_EQ(outcome.exit_code, static_cast<int>(fstore::ExitCode::io)) << outcome.message;
+        EXPECT_EQ(outcome.message, "cannot write '" + (locked / name).string() + "': directory '" + locked.string() +
+                                       "' is not writable (Permission denied): choose another --out");
+    }
 }
 
 // ---- queries on a reference store -----------------------------------------------------------

@@ -16,10 +16,10 @@
 //   replaced); an existing file keeps its permission bits (and, where allowed, its owner).
 // - an existing file that is not a regular file (character device, FIFO, /dev/stdout,
 //   /proc/self/fd/N): the bytes are written straight into it; it is never removed or
-//   replaced.
-// Failures throw one-line errors: UsageError (no name, a directory), NotFoundError (the
-// directory does not exist), IoError (disk full, file too large, EIO, directory not
-// writable or read-only).
+//   replaced. Any name is accepted for these; otherwise the name must end in .npy / .npz.
+// Failures throw one-line errors: UsageError (no name, wrong extension, a directory),
+// NotFoundError (the directory does not exist), IoError (disk full, file too large, EIO,
+// directory not writable or read-only).
 #pragma once
 
 #include <cstdint>
@@ -38,11 +38,19 @@ const char* descr(DType dtype);
 // The complete v1.0 header (magic, version, length, dict, padding) for a C-order array.
 std::string header(DType dtype, const std::vector<std::int64_t>& shape);
 
+// What a writer produces: its --out name must end in ".npy" or ".npz".
+enum class FileFormat { npy, npz };
+
+// Checks an --out value before any work is done, with the errors OutputFile would throw
+// (UsageError: empty, a directory, not ending in the format's extension; NotFoundError:
+// its directory does not exist). Opens and creates nothing.
+void check_output_path(const std::filesystem::path& path, FileFormat format);
+
 // One output file, written as described at the top of this header. Not copyable.
 class OutputFile {
 public:
-    // Opens the temporary file or the target.
-    explicit OutputFile(const std::filesystem::path& path);
+    // Checks the name (as check_output_path) and opens the temporary file or the target.
+    OutputFile(const std::filesystem::path& path, FileFormat format);
     OutputFile(const OutputFile&) = delete;
     OutputFile& operator=(const OutputFile&) = delete;
     ~OutputFile();  // without commit(): closes and removes the temporary file

@@ -52,6 +52,17 @@ std::string errno_text(int error) { return std::generic_category().message(error
     throw_write_error(path, error);
 }
 
+const char* extension(FileFormat format) { return format == FileFormat::npy ? ".npy" : ".npz"; }
+
+void check_extension(const fs::path& path, FileFormat format) {
+    const std::string name = path.filename().string();
+    const std::string wanted = extension(format);
+    if (name.size() < wanted.size() || name.compare(name.size() - wanted.size(), wanted.size(), wanted) != 0) {
+        throw UsageError("--out " + quoted(path) + " must end in " + wanted +
+                         (format == FileFormat::npy ? " (one NumPy array)" : " (a NumPy archive of arrays)"));
+    }
+}
+
 // N when `path` is this process's own descriptor N (/proc/self/fd/N, /dev/fd/N), else -1.
 // Such a path is a magic link: opening it again may fail (a socket) or start at offset 0
 // (a regular file behind stdout), so the descriptor itself is written to.
@@ -75,8 +86,10 @@ struct Destination {
 
 fs::path directory_of(const fs::path& file) { return file.has_parent_path() ? file.parent_path() : fs::path("."); }
 
-Destination resolve(const fs::path& path) {
+Destination resolve(const fs::path& path, FileFormat format) {
     if (path.empty()) throw UsageError("--out needs a file name");
+    // CLI11 hands "--out --json" the next option as its value.
+    if (path.string().rfind("--", 0) == 0) throw UsageError("--out needs a file name (got option " + quoted(path) + ")");
     // Follow symlinks by hand: the file to replace is the final target, the links stay.
     fs::path final_path = path;
     for (int hops = 0;; ++hops) {
@@ -96,8 +109,10 @@ Destination resolve(const fs::path& path) {
             throw UsageError("cannot write " + quoted(path) + ": it is a directory: pass a file name to --out");
         }
         if (!S_ISREG(existing.st_mode)) return {Destination::Kind::stream, path, -1, std::nullopt};
+        check_extension(path, format);
         return {Destination::Kind::replace, final_path, -1, existing};
     }
+    check_extension(path, format);
     const auto directory = directory_of(final_path);
     std::error_code ec;
     if (!fs::is_directory(directory, ec)) {
@@ -166,8 +181,10 @@ ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::s
 
 // ---- OutputFile ---------------------------------------------------------------------------
 
-OutputFile::OutputFile(const std::filesystem::path& path) : path_(path) {
-    const auto destination = resolve(path);
+void check_output_path(const std::filesystem::path& path, FileFormat format) { resolve(path, format); }
+
+OutputFile::OutputFile(const std::filesystem::path& path, FileFormat format) : path_(path) {
+    const auto destination = resolve(path, format);
     target_ = destination.target;
     switch (destination.kind) {
         case Destination::Kind::own_descriptor:
@@ -287,7 +304,7 @@ void write_npz(const std::filesystem::path& path, const std::vector<std::pair<st
                                 " bytes, not what its shape says");
         }
     }
-    OutputFile out(path);
+    OutputFile out(path, FileFormat::npz);
     if (members.empty()) {
         // libzip writes nothing for an empty archive; numpy expects a valid (empty) zip.
         static const unsigned char empty_zip[22] = {0x50, 0x4b, 0x05, 0x06};
@@ -309,7 +326,7 @@ void write_npz(const std::filesystem::path& path, const std::vector<std::pair<st
 }
 
 StreamWriter::StreamWriter(const std::filesystem::path& path, DType dtype, std::vector<std::int64_t> shape)
-    : out_(path), expected_(element_count(shape) * dtype_size(dtype)) {
+    : out_(path, FileFormat::npy), expected_(element_count(shape) * dtype_size(dtype)) {
     const auto head = header(dtype, shape);
     out_.write(head.data(), head.size());
 }

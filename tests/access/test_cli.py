@@ -290,6 +290,18 @@ class StoreCases:
         self.fail_with(EXIT_USAGE, "batch", "--idx", "1000", "--out", out)
         self.assertFalse(os.path.exists(out), "a failed batch left an --out file")
 
+    def test_out_names(self):
+        before = set(os.listdir(self.tmp))
+        self.fail_with(EXIT_USAGE, "batch", "--out", "", needle="--out needs a file name")
+        self.fail_with(EXIT_USAGE, "sample", "0", "--out", "", needle="--out needs a file name")
+        self.fail_with(EXIT_USAGE, "fetch", "--out", "", needle="--out needs a file name")
+        self.fail_with(EXIT_USAGE, "batch", "--out", os.path.join(self.tmp, "x.txt"), needle="must end in .npy")
+        self.fail_with(EXIT_USAGE, "batch", "--out", os.path.join(self.tmp, "x.npz"), needle="must end in .npy")
+        self.fail_with(EXIT_USAGE, "sample", "0", "--out", os.path.join(self.tmp, "s.npy"), needle="must end in .npz")
+        self.fail_with(EXIT_USAGE, "fetch", "--out", os.path.join(self.tmp, "f.npy"), needle="must end in .npz")
+        self.fail_with(EXIT_USAGE, "sample", "0", "--out", "--json", needle="--out needs a file name (got option '--json')")
+        self.assertEqual(set(os.listdir(self.tmp)), before, "a refused --out created a file")
+
     def test_verify_clean(self):
         j = run_json(self, self.path, "verify")
         self.assertEqual(j["findings"], [])

@@ -82,6 +82,21 @@ fs::path write_reference_store(const TempDir& dir, const std::string& name, cons
     return path;
 }
 
+// What `call` throws: its exit code and message (ExitCode::ok and "" when it throws nothing).
+struct Thrown {
+    fstore::ExitCode code = fstore::ExitCode::ok;
+    std::string message;
+};
+template <class Call>
+Thrown thrown_by(Call&& call) {
+    try {
+        call();
+    } catch (const fstore::Error& e) {
+        return {e.exit_code(), e.what()};
+    }
+    return {};
+}
+
 std::string slice_text(const fstore::Slice& s) {
     auto part = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string(); };
     return part(s.start) + ":" + part(s.stop) + ":" + part(s.step);
@@ -300,6 +315,8 @@ TEST(Npy, MissingDirectoryIsNotFound) {
     EXPECT_THROW(fstore::npy::write_npy(dir.path() / "no" / "a.npy", make_array(fstore::DType::f16, {1})),
                  fstore::NotFoundError);
     EXPECT_THROW(fstore::npy::write_npz(dir.path() / "no" / "a.npz", {}), fstore::NotFoundError);
+    EXPECT_THROW(fstore::npy::check_output_path(dir.path() / "no" / "a.npz", fstore::npy::FileFormat::npz),
+                 fstore::NotFoundError);
 }
 
 namespace {
@@ -322,6 +339,35 @@ std::string read_descriptor(int fd) {
 }
 
 }  // namespace
+
+// --out names: empty, an option CLI11 took as the value, a directory, the wrong extension.
+// A target that exists and is not a regular file may have any name.
+TEST(Npy, OutNamesAreChecked) {
+    using fstore::npy::FileFormat;
+    TempDir dir;
+    EXPECT_EQ(thrown_by([] { fstore::npy::check_output_path("", FileFormat::npy); }).message,
+              "--out needs a file name");
+    EXPECT_EQ(thrown_by([] { fstore::npy::check_output_path("--json", FileFormat::npz); }).message,
+              "--out needs a file name (got option '--json')");
+    const auto wrong_npy = thrown_by([&] { fstore::npy::write_npy(dir.path() / "x.txt", make_array(fstore::DType::f16, {2})); });
+    EXPECT_EQ(wrong_npy.code, fstore::ExitCode::usage);
+    EXPECT_THAT(wrong_npy.message, HasSubstr("must end in .npy"));
+    const auto wrong_npz = thrown_by([&] { fstore::npy::write_npz(dir.path() / "s.npy", {}); });
+    EXPECT_EQ(wrong_npz.code, fstore::ExitCode::usage);
+    EXPECT_THAT(wrong_npz.message, HasSubstr("must end in .npz"));
+    const auto directory = thrown_by([&] { fstore::npy::check_output_path(dir.path(), FileFormat::npy); });
+    EXPECT_EQ(directory.code, fstore::ExitCode::usage);
+    EXPECT_THAT(directory.message, HasSubstr("it is a directory"));
+    EXPECT_TRUE(fs::is_empty(dir.path())) << "a refused name created a file";
+
+    const auto fifo = dir.path() / "out.fifo";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    EXPECT_NO_THROW(fstore::npy::check_output_path(fifo, FileFormat::npy));
+    EXPECT_NO_THROW(fstore::npy::check_output_path(fifo, FileFormat::npz));
+    // What /dev/stdout is, without touching it: a link to this process's descriptor.
+    fs::create_symlink("/proc/self/fd/1", dir.path() / "stdout");
+    EXPECT_NO_THROW(fstore::npy::check_output_path(dir.path() / "stdout", FileFormat::npz));
+}
 
 // An existing file is replaced through its symlink: the link stays a link, its target gets
 // the new bytes and keeps its mode; a dangling link creates its target; a new file gets

@@ -128,6 +128,10 @@ with tempfile.TemporaryDirectory() as tmp:
             (["embed", "--model", tiny, "--image", os.path.join(tmp, "missing.png")], 3, "missing.png"),
             (["embed", "--model", tiny, "--image", not_zip], 7, "cannot decode"),
             (["model-info", "--model", tiny, "--device", "tpu"], 2, "--device"),
+            # --out is checked as fstore-access's: a name, the .npz extension, its directory
+            (["embed", "--model", tiny, "--text", "a", "--out", ""], 2, "--out needs a file name"),
+            (["embed", "--model", tiny, "--text", "a", "--out", os.path.join(tmp, "e.npy")], 2, "must end in .npz"),
+            (["embed", "--model", tiny, "--text", "a", "--out", os.path.join(tmp, "no", "e.npz")], 3, "does not exist"),
     ):
         r = run(*args)
         lines = r.stderr.strip().splitlines()

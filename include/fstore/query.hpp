@@ -178,9 +178,9 @@ struct FetchResult {
 // Text features of the matching templates. --concept-list applies to concept templates
 // (ids starting with "concept"), whose rows follow the stored `concept_texts` order; label
 // templates are returned whole. Throws UsageError for an unknown template id, for
-// concept_only with label_only, for concept_list with label_only, when no listed concept
-// is known, when no template matches, and for token features of a template stored without
-// them.
+// concept_only with label_only, for concept_list with label_only or with a selection that
+// holds no concept template, when no listed concept is known, when no template matches,
+// and for token features of a template stored without them.
 FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool with_data);
 nlohmann::json to_json(const FetchResult& result);  // {"templates": {ID: {"shape": [...]}}}
 

@@ -454,6 +454,14 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         }
     }
     std::sort(selected.begin(), selected.end());
+    // Like --label, a selection without concept templates would silently ignore the list.
+    if (!request.concept_list.empty() &&
+        std::none_of(selected.begin(), selected.end(), [](const std::string& id) { return starts_with(id, "concept"); })) {
+        throw UsageError("--concept-list selects rows of concept templates, but " +
+                         (selected.empty() ? std::string("the store has no templates")
+                                           : "the selection holds none (" + join(selected) + ")") +
+                         ": drop --concept-list or select a concept template");
+    }
 
     FetchResult result;
     std::vector<std::int64_t> concept_rows;

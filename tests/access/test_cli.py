@@ -290,6 +290,14 @@ class StoreCases:
         self.fail_with(EXIT_USAGE, "batch", "--idx", "1000", "--out", out)
         self.assertFalse(os.path.exists(out), "a failed batch left an --out file")
 
+    def test_concept_list_needs_a_concept_template(self):
+        with h5py.File(self.path, "r") as f:
+            concept = json.loads(f.attrs["concept_texts"])[0]
+        label_id = sorted(t for t in self.stored["templates"] if t.startswith("label"))[0]
+        self.fail_with(EXIT_USAGE, "fetch", "--template", label_id, "--concept-list", concept,
+                       needle=f"--concept-list selects rows of concept templates, but the selection holds none ({label_id})")
+        self.fail_with(EXIT_USAGE, "fetch", "--label", "--concept-list", concept, needle="drop --label")
+
     def test_out_names(self):
         before = set(os.listdir(self.tmp))
         self.fail_with(EXIT_USAGE, "batch", "--out", "", needle="--out needs a file name")

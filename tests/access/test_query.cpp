@@ -608,6 +608,29 @@ TEST(Query, FetchFiltersAndConceptList) {
     EXPECT_EQ(label.templates[0].shape, (std::vector<std::int64_t>{8, 6, 8}));
 }
 
+// --concept-list on a selection without concept templates is refused, as with --label,
+// instead of being ignored; next to a concept template it applies to that one.
+TEST(Query, ConceptListNeedsAConceptTemplate) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5");
+    const auto store = fstore::FeatureStore::open(path);
+    fstore::FetchRequest labels_only;
+    labels_only.template_ids = {"label_prompts_t01"};
+    labels_only.concept_list = {"Pale cytoplasm"};
+    const auto refused = thrown_by([&] { fstore::fetch(store, labels_only, false); });
+    EXPECT_EQ(refused.code, fstore::ExitCode::usage);
+    EXPECT_EQ(refused.message,
+              "--concept-list selects rows of concept templates, but the selection holds none (label_prompts_t01): "
+              "drop --concept-list or select a concept template");
+
+    fstore::FetchRequest mixed = labels_only;
+    mixed.template_ids.push_back("concept_prompts_t02");
+    const auto result = fstore::fetch(store, mixed, false);
+    ASSERT_EQ(result.templates.size(), 2u);
+    EXPECT_EQ(result.templates[0].shape, (std::vector<std::int64_t>{1, 8}));  // concept_prompts_t02, one row
+    EXPECT_EQ(result.templates[1].shape, (std::vector<std::int64_t>{8, 8}));  // label_prompts_t01, whole
+}
+
 // ---- verify ---------------------------------------------------------------------------------
 
 TEST(Verify, CleanReferenceStoreHasNoFindings) {

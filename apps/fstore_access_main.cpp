@@ -39,8 +39,8 @@ struct Options {
     std::string path = "./conceptclip_features.h5";
     std::string log_level = "warn";
     bool json = false;
-    int max_templates = 3;
-    std::int64_t index = 0;
+    std::string max_templates = "3";  // numbers stay text: the library parses and reports them
+    std::string index;
     std::optional<std::string> out;  // given but empty is an error, not "no --out"
     std::string split = "all";
     std::string feature = "image";
@@ -53,7 +53,7 @@ struct Options {
 };
 
 int run_summarize(const Options& o) {
-    const auto summary = fstore::summarize(o.path, o.max_templates);
+    const auto summary = fstore::summarize(o.path, fstore::parse_count(o.max_templates, "--max-templates"));
     if (o.json) {
         print_json(fstore::to_json(summary));
         return 0;
@@ -81,9 +81,10 @@ int run_templates(const Options& o) {
 }
 
 int run_sample(const Options& o) {
+    const auto index = fstore::parse_index(o.index, "index");
     if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npz);
     const auto store = fstore::FeatureStore::open(o.path);
-    const auto result = fstore::sample(store, o.index, o.out.has_value());
+    const auto result = fstore::sample(store, index, o.out.has_value());
     if (o.out) {
         fstore::npy::write_npz(*o.out, {{"image_feature", *result.image_feature},
                                         {"image_token_feature", *result.image_token_feature}});
@@ -195,9 +196,8 @@ int main(int argc, char** argv) {
 
     auto* summarize = app.add_subcommand(
         "summarize", "Shape of image_features, first ids, split counts, first templates and a tree of the file");
-    summarize->add_option("--max-templates", o.max_templates, "How many template ids to list")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    summarize->add_option("--max-templates", o.max_templates, "How many template ids to list (0 or more)")
+        ->capture_default_str();
     add_json(summarize);
 
     auto* templates = app.add_subcommand("templates", "List the stored template ids, sorted");

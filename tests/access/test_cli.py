@@ -38,6 +38,7 @@ D, T = 8, 4
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_FORMAT, EXIT_LOCKED = 1, 2, 3, 4, 5
 EXIT_IO = 10
+HUGE = "99999999999999999999"  # past int64
 
 
 def run(path, *args, **kwargs):
@@ -192,7 +193,7 @@ class StoreCases:
 
     def test_batch_values_match_h5py(self):
         idx_forms = [[], ["0"], ["0", "2", "-1"], ["1:4"], [":10"], ["-5:"], ["::2"], ["::-1"], ["5:1:-2"],
-                     ["-100:100:3"], ["7:2"]]
+                     ["-100:100:3"], ["7:2"], ["3:" + HUGE], ["::-" + HUGE], ["-" + HUGE + "::" + HUGE]]
         # Slice semantics are checked exhaustively against numpy in the gtests; here every
         # split x feature is read once and two pairs go through every --idx form.
         for split in ("all", "train", "val", "test"):
@@ -289,6 +290,20 @@ class StoreCases:
         out = os.path.join(self.tmp, "never.npy")
         self.fail_with(EXIT_USAGE, "batch", "--idx", "1000", "--out", out)
         self.assertFalse(os.path.exists(out), "a failed batch left an --out file")
+
+    def test_numbers_are_parsed_alike(self):
+        valid = f"-{self.n}..{self.n - 1}"
+        for typed in (HUGE, "-" + HUGE):
+            self.fail_with(EXIT_USAGE, "sample", typed, needle=f"index {typed} is out of range for the store ({self.n} rows): use {valid}")
+            self.fail_with(EXIT_USAGE, "batch", "--idx", typed, needle=f"index {typed} is out of range for the store ({self.n} rows): use {valid}")
+        self.fail_with(EXIT_USAGE, "batch", "--split", "val", "--idx", "0", HUGE, needle=f"index {HUGE} is out of range for split 'val' (9 rows): use -9..8")
+        self.fail_with(EXIT_USAGE, "sample", "1x", needle="bad index value '1x'")
+        self.fail_with(EXIT_USAGE, "batch", "--idx", "1x", needle="bad --idx value '1x'")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "-1", needle="--max-templates must be 0 or more")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "-" + HUGE, needle="--max-templates must be 0 or more")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "x", needle="bad --max-templates value 'x'")
+        self.assertEqual(run_json(self, self.path, "summarize", "--max-templates", HUGE)["templates"],
+                         sorted(self.stored["templates"]))
 
     def test_concept_list_needs_a_concept_template(self):
         with h5py.File(self.path, "r") as f:

@@ -112,7 +112,11 @@ TEST(IndexSelection, ParsesIndicesAndSlices) {
 
     const auto list = fstore::parse_index_selection({"3", "-1", "0"});
     ASSERT_EQ(list.kind, fstore::IndexSelection::Kind::list);
-    EXPECT_EQ(list.indices, (std::vector<std::int64_t>{3, -1, 0}));
+    ASSERT_EQ(list.indices.size(), 3u);
+    EXPECT_EQ(list.indices[0].value, 3);
+    EXPECT_EQ(list.indices[1].value, -1);
+    EXPECT_EQ(list.indices[2].value, 0);
+    EXPECT_EQ(list.indices[1].text, "-1");
 
     const auto s = fstore::parse_index_selection({"-5:"});
     ASSERT_EQ(s.kind, fstore::IndexSelection::Kind::slice);
@@ -147,6 +151,60 @@ TEST(IndexSelection, OutOfRangeNamesTheValidRange) {
     EXPECT_THROW(fstore::normalize_index(0, 0, "x"), fstore::UsageError);
     const auto list = fstore::parse_index_selection({"0", "12"});
     EXPECT_THROW(fstore::resolve_selection(list, 12, "x"), fstore::UsageError);
+}
+
+// An index past the int64 range is out of range like any other, and the message quotes
+// what was typed, not the saturated value; `sample` and `batch --idx` say the same.
+TEST(IndexSelection, HugeIndicesAreOutOfRangeAsTyped) {
+    for (const std::string typed : {"99999999999999999999", "-99999999999999999999"}) {
+        const auto listed = thrown_by(
+            [&] { fstore::resolve_selection(fstore::parse_index_selection({typed}), 9, "split 'val'"); });
+        EXPECT_EQ(listed.code, fstore::ExitCode::usage);
+        EXPECT_EQ(listed.message, "index " + typed + " is out of range for split 'val' (9 rows): use -9..8");
+        const auto sampled =
+            thrown_by([&] { fstore::normalize_index(fstore::parse_index(typed, "index"), 49, "the store"); });
+        EXPECT_EQ(sampled.code, fstore::ExitCode::usage);
+        EXPECT_EQ(sampled.message, "index " + typed + " is out of range for the store (49 rows): use -49..48");
+    }
+    EXPECT_EQ(fstore::parse_index("-3", "index").value, -3);
+    const auto bad = thrown_by([] { fstore::parse_index("3x", "index"); });
+    EXPECT_EQ(bad.code, fstore::ExitCode::usage);
+    EXPECT_THAT(bad.message, HasSubstr("bad index value '3x'"));
+}
+
+// Slice parts past the int64 range clamp as numpy's (unbounded) integers do, and a huge
+// step does not overflow while walking the rows.
+TEST(IndexSelection, HugeSlicePartsMatchNumpy) {
+    TempDir dir;
+    const std::string huge = "99999999999999999999";
+    const std::vector<std::string> slices = {"0:" + huge,        "::" + huge,     "::-" + huge, "-" + huge + ":",
+                                             "5::" + huge,       "-2::-" + huge, "-" + huge + ":" + huge + ":3",
+                                             huge + ":-" + huge + ":-1"};
+    std::string script = "import json, numpy as np\nprint(json.dumps([np.arange(7)[slice(*[int(p) if p else None for p in s.split(':')])].tolist() for s in [";
+    for (const auto& s : slices) script += "'" + s + "', ";
+    script += "]]))\n";
+    const auto expected = nlohmann::json::parse(run_python(dir, script));
+    ASSERT_EQ(expected.size(), slices.size());
+    for (std::size_t i = 0; i < slices.size(); ++i) {
+        const auto got = fstore::resolve_selection(fstore::parse_index_selection({slices[i]}), 7, "x");
+        EXPECT_EQ(nlohmann::json(got), expected[i]) << slices[i];
+    }
+}
+
+TEST(Numbers, CountsAreWholeNumbersZeroOrMore) {
+    EXPECT_EQ(fstore::parse_count("0", "--max-templates"), 0);
+    EXPECT_EQ(fstore::parse_count("12", "--max-templates"), 12);
+    EXPECT_EQ(fstore::parse_count("99999999999999999999", "--max-templates"), INT64_MAX);  // "all"
+    for (const std::string negative : {"-1", "-99999999999999999999"}) {
+        const auto t = thrown_by([&] { fstore::parse_count(negative, "--max-templates"); });
+        EXPECT_EQ(t.code, fstore::ExitCode::usage);
+        EXPECT_EQ(t.message, "--max-templates must be 0 or more") << negative;
+    }
+    for (const std::string bad : {"", "abc", "+3", " 3", "1.5"}) {
+        const auto t = thrown_by([&] { fstore::parse_count(bad, "--max-templates"); });
+        EXPECT_EQ(t.code, fstore::ExitCode::usage) << bad;
+        EXPECT_THAT(t.message, HasSubstr("bad --max-templates value '" + bad + "'"));
+    }
 }
 
 // Every slice over a grid of lengths and bounds, compared with numpy's own result.

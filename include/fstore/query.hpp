@@ -36,7 +36,8 @@ namespace fstore {
 // ---- numbers typed on the command line ----------------------------------------------------
 //
 // Every number fstore-access takes is parsed here, so all say the same things: "bad <option>
-// value 'x': ..." and an out-of-range index quotes what was typed.
+// value 'x': ...", "<option> needs values (got option '--json')" when the parser took the
+// next option as its value, and an out-of-range index quotes what was typed.
 
 // One index as typed. `value` saturates at the int64 limits: no store has that many rows,
 // so such an index is out of range, and the message quotes `text`, not the limit.
@@ -69,8 +70,8 @@ struct IndexSelection {
 
 // Parses `--idx` values: integers ("3", "-1") or exactly one slice ("2:10", ":10", "-5:",
 // "::2", "10:2:-2"; parts past the int64 range saturate, which numpy's clamping makes
-// harmless). Empty args = all. Throws UsageError for anything else, a zero step or a slice
-// mixed with other values.
+// harmless). Empty args = all. Throws UsageError for anything else, a zero step, a slice
+// mixed with other values, or an option taken as a value ("--idx --json").
 IndexSelection parse_index_selection(const std::vector<std::string>& args);
 
 // Maps one possibly negative index into 0..length-1. Throws UsageError quoting the index as
@@ -204,7 +205,8 @@ struct FetchResult {
 // templates are returned whole. Throws UsageError for an unknown template id, for
 // concept_only with label_only, for concept_list with label_only or with a selection that
 // holds no concept template, when no listed concept is known, when no template matches,
-// and for token features of a template stored without them.
+// for token features of a template stored without them, and for an option taken as a
+// value ("--template --json").
 FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool with_data);
 nlohmann::json to_json(const FetchResult& result);  // {"templates": {ID: {"shape": [...]}}}
 

@@ -39,8 +39,16 @@ std::optional<std::int64_t> parse_integer(const std::string& text) {
     return static_cast<std::int64_t>(std::strtoll(text.c_str(), nullptr, 10));
 }
 
-// One whole number given to `option`; `usage` completes the message.
-TypedIndex parse_option_number(const std::string& text, const std::string& option, const std::string& usage) {
+// CLI11 gives an option that needs values the next argument even when that is another
+// option ("--idx --json"); say so instead of calling "--json" a bad index.
+void reject_option_as_value(const std::string& option, const std::string& value, const char* needs = "values") {
+    if (starts_with(value, "--")) throw UsageError(option + " needs " + needs + " (got option '" + value + "')");
+}
+
+// One whole number given to `option`; `needs` and `usage` complete the messages.
+TypedIndex parse_option_number(const std::string& text, const std::string& option, const char* needs,
+                               const std::string& usage) {
+    reject_option_as_value(option, text, needs);
     const auto value = parse_integer(text);
     if (!value) throw UsageError("bad " + option + " value '" + text + "': " + usage);
     return {*value, text};
@@ -140,11 +148,11 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 // ---- numbers typed on the command line ----------------------------------------------------
 
 TypedIndex parse_index(const std::string& text, const std::string& option) {
-    return parse_option_number(text, option, "use a whole number (negative counts from the end)");
+    return parse_option_number(text, option, "a value", "use a whole number (negative counts from the end)");
 }
 
 std::int64_t parse_count(const std::string& text, const std::string& option) {
-    const auto count = parse_option_number(text, option, "use a whole number, 0 or more").value;
+    const auto count = parse_option_number(text, option, "a value", "use a whole number, 0 or more").value;
     if (count < 0) throw UsageError(option + " must be 0 or more");
     return count;
 }
@@ -191,7 +199,7 @@ IndexSelection parse_index_selection(const std::vector<std::string>& args) {
     selection.kind = IndexSelection::Kind::list;
     for (const auto& arg : args) {
         selection.indices.push_back(
-            parse_option_number(arg, "--idx", "use integers (--idx 0 5 -1) or a slice (--idx 0:10)"));
+            parse_option_number(arg, "--idx", "values", "use integers (--idx 0 5 -1) or a slice (--idx 0:10)"));
     }
     return selection;
 }
@@ -459,6 +467,8 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
     if (!request.concept_list.empty() && request.label_only) {
         throw UsageError("--concept-list selects rows of concept templates: drop --label");
     }
+    for (const auto& id : request.template_ids) reject_option_as_value("--template", id);
+    for (const auto& name : request.concept_list) reject_option_as_value("--concept-list", name);
     const auto stored = list_templates(store);
     std::vector<std::string> selected;
     if (request.template_ids.empty()) {

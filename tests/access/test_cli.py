@@ -305,6 +305,12 @@ class StoreCases:
         self.assertEqual(run_json(self, self.path, "summarize", "--max-templates", HUGE)["templates"],
                          sorted(self.stored["templates"]))
 
+    def test_option_taken_as_a_value(self):
+        self.fail_with(EXIT_USAGE, "batch", "--idx", "--json", needle="--idx needs values (got option '--json')")
+        self.fail_with(EXIT_USAGE, "fetch", "--template", "--json", needle="--template needs values (got option '--json')")
+        self.fail_with(EXIT_USAGE, "fetch", "--concept-list", "--json", needle="--concept-list needs values (got option '--json')")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "--json", needle="--max-templates needs a value (got option '--json')")
+
     def test_concept_list_needs_a_concept_template(self):
         with h5py.File(self.path, "r") as f:
             concept = json.loads(f.attrs["concept_texts"])[0]

@@ -191,6 +191,15 @@ TEST(IndexSelection, HugeSlicePartsMatchNumpy) {
     }
 }
 
+// CLI11 hands an option that needs a value the next option ("--idx --json"): the message
+// says so instead of calling "--json" a bad index.
+TEST(IndexSelection, AnOptionTakenAsAValueIsNamed) {
+    EXPECT_EQ(thrown_by([] { fstore::parse_index_selection({"--json"}); }).message,
+              "--idx needs values (got option '--json')");
+    EXPECT_EQ(thrown_by([] { fstore::parse_count("--json", "--max-templates"); }).message,
+              "--max-templates needs a value (got option '--json')");
+}
+
 TEST(Numbers, CountsAreWholeNumbersZeroOrMore) {
     EXPECT_EQ(fstore::parse_count("0", "--max-templates"), 0);
     EXPECT_EQ(fstore::parse_count("12", "--max-templates"), 12);
@@ -687,6 +696,11 @@ TEST(Query, ConceptListNeedsAConceptTemplate) {
     ASSERT_EQ(result.templates.size(), 2u);
     EXPECT_EQ(result.templates[0].shape, (std::vector<std::int64_t>{1, 8}));  // concept_prompts_t02, one row
     EXPECT_EQ(result.templates[1].shape, (std::vector<std::int64_t>{8, 8}));  // label_prompts_t01, whole
+
+    fstore::FetchRequest option_as_value;
+    option_as_value.template_ids = {"--json"};
+    EXPECT_EQ(thrown_by([&] { fstore::fetch(store, option_as_value, false); }).message,
+              "--template needs values (got option '--json')");
 }
 
 // ---- verify ---------------------------------------------------------------------------------

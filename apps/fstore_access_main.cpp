@@ -31,8 +31,10 @@ Exit codes: 0 ok, 1 verify found problems, 2 bad arguments (unknown option, spli
 or template; index out of range), 3 file not found, 4 not HDF5 / not an fstore store,
 5 store locked by a running writer, 10 I/O error (disk full or failing), 70 internal error.)";
 
-void print_json(const nlohmann::json& value) {
-    std::cout << value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+// A template: summarize's JSON is an ordered_json (split_counts in store order).
+template <class Json = nlohmann::json>
+void print_json(const Json& value) {
+    std::cout << value.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
 }
 
 struct Options {

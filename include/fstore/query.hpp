@@ -103,15 +103,20 @@ struct Summary {
     std::int64_t dim = 0;
     std::int64_t image_tokens = 0;
     std::vector<std::int64_t> first_ids;                // up to 5
-    std::map<std::string, std::int64_t> split_counts;  // from the split_counts attribute
-    std::vector<std::string> templates;                // first max_templates, sorted
+    // From the split_counts attribute, in store order: the order in which splits first
+    // appear in /split (train, val, test for a normal store); names only the attribute
+    // holds follow, sorted.
+    std::vector<std::pair<std::string, std::int64_t>> split_counts;
+    std::vector<std::string> templates;  // first max_templates, sorted
     std::int64_t template_count = 0;
     std::map<std::string, AttributeValue> attributes;  // root attributes
     TreeNode tree;
 };
 
 Summary summarize(const std::filesystem::path& path, std::int64_t max_templates = 3);
-nlohmann::json to_json(const Summary& summary);  // rows, split_counts, D, T_img, templates, ...
+// rows, split_counts, D, T_img, templates, ...: an ordered_json, so that split_counts keeps
+// store order and the keys read in this order.
+nlohmann::ordered_json to_json(const Summary& summary);
 
 // Draws `tree` with ├── └── │ connectors, one line per group/dataset:
 // "├── image_features  (12, 8) float16" and "[attrs: D, T_img, ...]" for attributes.

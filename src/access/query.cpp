@@ -127,6 +127,23 @@ nlohmann::json tree_json(const TreeNode& node) {
     return out;
 }
 
+// The split_counts attribute in store order: splits in the order they first appear in
+// /split, then names only the attribute holds (sorted).
+std::vector<std::pair<std::string, std::int64_t>> split_counts_in_store_order(const FeatureStore& store) {
+    auto counts = store.split_counts();
+    std::vector<std::pair<std::string, std::int64_t>> ordered;
+    ordered.reserve(counts.size());
+    for (const auto& name : store.read_all_splits()) {
+        if (counts.empty()) break;
+        const auto it = counts.find(name);
+        if (it == counts.end()) continue;
+        ordered.emplace_back(*it);
+        counts.erase(it);
+    }
+    ordered.insert(ordered.end(), counts.begin(), counts.end());
+    return ordered;
+}
+
 std::vector<std::int64_t> iota_rows(std::int64_t count) {
     std::vector<std::int64_t> rows(static_cast<std::size_t>(count));
     for (std::int64_t i = 0; i < count; ++i) rows[static_cast<std::size_t>(i)] = i;
@@ -288,7 +305,7 @@ Summary summarize(const std::filesystem::path& path, std::int64_t max_templates)
             const auto ids = store.read_rows(Column::ids, first);
             summary.first_ids.assign(ids.data<std::int64_t>(), ids.data<std::int64_t>() + ids.elements());
         }
-        summary.split_counts = store.split_counts();
+        summary.split_counts = split_counts_in_store_order(store);
         const auto templates = store.template_ids();
         summary.template_count = static_cast<std::int64_t>(templates.size());
         for (std::size_t i = 0; i < templates.size() && i < static_cast<std::size_t>(max_templates); ++i) {
@@ -300,15 +317,17 @@ Summary summarize(const std::filesystem::path& path, std::int64_t max_templates)
     return summary;
 }
 
-nlohmann::json to_json(const Summary& summary) {
-    nlohmann::json attributes = nlohmann::json::object();
+nlohmann::ordered_json to_json(const Summary& summary) {
+    nlohmann::ordered_json attributes = nlohmann::ordered_json::object();
     for (const auto& [name, value] : summary.attributes) attributes[name] = attribute_json(value);
+    nlohmann::ordered_json split_counts = nlohmann::ordered_json::object();
+    for (const auto& [name, count] : summary.split_counts) split_counts[name] = count;
     return {{"rows", summary.rows},
             {"image_features_shape", summary.image_features_shape},
             {"D", summary.dim},
             {"T_img", summary.image_tokens},
             {"first_ids", summary.first_ids},
-            {"split_counts", summary.split_counts},
+            {"split_counts", std::move(split_counts)},
             {"templates", summary.templates},
             {"template_count", summary.template_count},
             {"attributes", std::move(attributes)},

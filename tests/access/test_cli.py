@@ -129,6 +129,11 @@ class StoreCases:
         self.assertEqual(run_json(self, self.path, "summarize", "--max-templates", "1")["templates"],
                          sorted(self.stored["templates"])[:1])
 
+    def test_summarize_split_counts_in_store_order(self):
+        # Store order (first appearance in /split), not alphabetical (test, train, val).
+        self.assertIn("split counts: train=70 val=9 test=7\n", run(self.path, "summarize").stdout)
+        self.assertEqual(list(run_json(self, self.path, "summarize")["split_counts"]), ["train", "val", "test"])
+
     def test_summarize_text_has_tree(self):
         p = run(self.path, "summarize")
         self.assertEqual(p.returncode, 0, p.stderr)

@@ -703,6 +703,23 @@ TEST(Query, ConceptListNeedsAConceptTemplate) {
               "--template needs values (got option '--json')");
 }
 
+// summarize lists split counts in store order (first appearance in /split), not sorted by
+// name, in its struct and its JSON; the attribute's own key order does not matter.
+TEST(Query, SummarizeListsSplitsInStoreOrder) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5", "--train 5 --val 3 --test 2");
+    run_python(dir, "import h5py, json\nwith h5py.File('" + path.string() + "', 'r+') as f:\n"
+                    "    f.attrs['split_counts'] = json.dumps(json.loads(f.attrs['split_counts']), sort_keys=True)\n");
+    const auto summary = fstore::summarize(path);
+    const std::vector<std::pair<std::string, std::int64_t>> store_order = {{"train", 5}, {"val", 3}, {"test", 2}};
+    EXPECT_EQ(summary.split_counts, store_order);
+    std::vector<std::string> json_keys;
+    const auto json = fstore::to_json(summary);
+    for (const auto& item : json["split_counts"].items()) json_keys.push_back(item.key());
+    EXPECT_EQ(json_keys, (std::vector<std::string>{"train", "val", "test"}));
+    EXPECT_EQ(thrown_by([&] { fstore::summarize(path, -1); }).message, "--max-templates must be 0 or more");
+}
+
 // ---- verify ---------------------------------------------------------------------------------
 
 TEST(Verify, CleanReferenceStoreHasNoFindings) {

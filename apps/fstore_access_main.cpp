@@ -2,6 +2,7 @@
 // subcommands plus `verify`). Parsing and printing only; the work is in fstore/query.hpp.
 #include <cstdint>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,17 +31,19 @@ Exit codes: 0 ok, 1 verify found problems, 2 bad arguments (unknown option, spli
 or template; index out of range), 3 file not found, 4 not HDF5 / not an fstore store,
 5 store locked by a running writer, 10 I/O error (disk full or failing), 70 internal error.)";
 
-void print_json(const nlohmann::json& value) {
-    std::cout << value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+// A template: summarize's JSON is an ordered_json (split_counts in store order).
+template <class Json = nlohmann::json>
+void print_json(const Json& value) {
+    std::cout << value.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
 }
 
 struct Options {
     std::string path = "./conceptclip_features.h5";
     std::string log_level = "warn";
     bool json = false;
-    int max_templates = 3;
-    std::int64_t index = 0;
-    std::string out;
+    std::string max_templates = "3";  // numbers stay text: the library parses and reports them
+    std::string index;
+    std::optional<std::string> out;  // given but empty is an error, not "no --out"
     std::string split = "all";
     std::string feature = "image";
     std::vector<std::string> idx;
@@ -52,7 +55,7 @@ struct Options {
 };
 
 int run_summarize(const Options& o) {
-    const auto summary = fstore::summarize(o.path, o.max_templates);
+    const auto summary = fstore::summarize(o.path, fstore::parse_count(o.max_templates, "--max-templates"));
     if (o.json) {
         print_json(fstore::to_json(summary));
         return 0;
@@ -80,11 +83,13 @@ int run_templates(const Options& o) {
 }
 
 int run_sample(const Options& o) {
+    const auto index = fstore::parse_index(o.index, "index");
+    if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npz);
     const auto store = fstore::FeatureStore::open(o.path);
-    const auto result = fstore::sample(store, o.index, !o.out.empty());
-    if (!o.out.empty()) {
-        fstore::npy::write_npz(o.out, {{"image_feature", *result.image_feature},
-                                       {"image_token_feature", *result.image_token_feature}});
+    const auto result = fstore::sample(store, index, o.out.has_value());
+    if (o.out) {
+        fstore::npy::write_npz(*o.out, {{"image_feature", *result.image_feature},
+                                        {"image_token_feature", *result.image_token_feature}});
     }
     if (o.json) {
         print_json(fstore::to_json(result));
@@ -92,32 +97,34 @@ int run_sample(const Options& o) {
         std::cout << "index " << result.index << ": id " << result.id << ", label " << result.label << ", split "
                   << result.split << "\nimage_feature: " << fstore::shape_text(result.image_feature_shape)
                   << "\nimage_token_feature: " << fstore::shape_text(result.image_token_feature_shape) << '\n';
-        if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
+        if (o.out) std::cout << "wrote " << *o.out << '\n';
     }
     return 0;
 }
 
 int run_batch(const Options& o) {
-    const auto store = fstore::FeatureStore::open(o.path);
     fstore::BatchRequest request;
     request.split = o.split;
     request.feature = fstore::parse_feature(o.feature);
     request.selection = fstore::parse_index_selection(o.idx);
+    if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npy);
+    const auto store = fstore::FeatureStore::open(o.path);
     const auto plan = fstore::plan_batch(store, request);
     if (o.json) {
         const auto array = fstore::read_batch(store, plan);
-        if (!o.out.empty()) fstore::npy::write_npy(o.out, array);
+        if (o.out) fstore::npy::write_npy(*o.out, array);
         print_json(fstore::batch_json(array));
         return 0;
     }
-    if (!o.out.empty()) fstore::write_batch_npy(store, plan, o.out);
+    if (o.out) fstore::write_batch_npy(store, plan, *o.out);
     std::cout << fstore::feature_name(request.feature) << " rows of " << (o.split == "all" ? "all splits" : "split '" + o.split + "'")
               << ": shape " << fstore::shape_text(plan.shape) << ' ' << fstore::dtype_name(plan.dtype) << '\n';
-    if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
+    if (o.out) std::cout << "wrote " << *o.out << '\n';
     return 0;
 }
 
 int run_fetch(const Options& o) {
+    if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npz);
     const auto store = fstore::FeatureStore::open(o.path);
     fstore::FetchRequest request;
     request.template_ids = o.template_ids;
@@ -125,14 +132,14 @@ int run_fetch(const Options& o) {
     request.label_only = o.label_only;
     request.concept_list = o.concept_list;
     request.token_features = o.text_feature == "tokens";
-    const auto result = fstore::fetch(store, request, !o.out.empty());
+    const auto result = fstore::fetch(store, request, o.out.has_value());
     for (const auto& name : result.unknown_concepts) {
         spdlog::warn("unknown concept '{}' skipped: names must match the store's concept_texts exactly", name);
     }
-    if (!o.out.empty()) {
+    if (o.out) {
         std::vector<std::pair<std::string, fstore::Array>> members;
         for (const auto& t : result.templates) members.emplace_back(t.id, *t.values);
-        fstore::npy::write_npz(o.out, members);
+        fstore::npy::write_npz(*o.out, members);
     }
     if (o.json) {
         print_json(fstore::to_json(result));
@@ -140,7 +147,7 @@ int run_fetch(const Options& o) {
     }
     for (const auto& t : result.templates) std::cout << t.id << ": " << fstore::shape_text(t.shape) << " float32\n";
     if (result.templates.empty()) std::cout << "no templates stored\n";
-    if (!o.out.empty()) std::cout << "wrote " << o.out << '\n';
+    if (o.out) std::cout << "wrote " << *o.out << '\n';
     return 0;
 }
 
@@ -191,9 +198,8 @@ int main(int argc, char** argv) {
 
     auto* summarize = app.add_subcommand(
         "summarize", "Shape of image_features, first ids, split counts, first templates and a tree of the file");
-    summarize->add_option("--max-templates", o.max_templates, "How many template ids to list")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    summarize->add_option("--max-templates", o.max_templates, "How many template ids to list (0 or more)")
+        ->capture_default_str();
     add_json(summarize);
 
     auto* templates = app.add_subcommand("templates", "List the stored template ids, sorted");

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -122,13 +123,14 @@ void print_embeddings(const std::string& name, const fstore::Embeddings& e) {
     std::cout << fmt::format("{}_tokens  [{}, {}, {}]: {} ...\n", name, e.batch, e.tokens, e.dim, first(false));
 }
 
-int embed(const ModelArgs& args, const fstore::EmbedRequest& request, const std::string& out) {
+int embed(const ModelArgs& args, const fstore::EmbedRequest& request, const std::optional<std::string>& out) {
     if (request.texts.empty() && request.image_paths.empty()) {
         throw fstore::UsageError("nothing to embed: pass --text TEXT and/or --image PATH");
     }
+    if (out) fstore::npy::check_output_path(*out, fstore::npy::FileFormat::npz);  // before loading the model
     auto model = args.load();
     const auto result = fstore::embed(model, request);
-    if (out.empty()) {
+    if (!out) {
         if (result.text_batch > 0) {
             std::cout << fmt::format("input_ids  [{}, {}]\n", result.text_batch, result.text_length);
             print_embeddings("text", result.text);
@@ -143,8 +145,8 @@ int embed(const ModelArgs& args, const fstore::EmbedRequest& request, const std:
         add_embeddings(members, "text", result.text);
     }
     if (result.image.batch > 0) add_embeddings(members, "image", result.image);
-    fstore::npy::write_npz(out, members);
-    std::cout << fmt::format("wrote {} ({} texts, {} images)\n", out, result.text_batch, result.image.batch);
+    fstore::npy::write_npz(*out, members);
+    std::cout << fmt::format("wrote {} ({} texts, {} images)\n", *out, result.text_batch, result.image.batch);
     return 0;
 }
 
@@ -273,7 +275,8 @@ Exit codes: 0 ok, 2 bad arguments, 3 file not found, 4 bad format (npz, JSON, CS
 
     ModelArgs embed_args;
     fstore::EmbedRequest request;
-    std::string out, dtype = "float32";
+    std::optional<std::string> out;  // given but empty is an error, not "no --out"
+    std::string dtype = "float32";
     auto* emb = app.add_subcommand("embed", "Encode prompts and/or image files");
     embed_args.add_to(*emb);
     emb->add_option("--text", request.texts, "a prompt (repeatable; encoded as one padded batch)");

@@ -33,6 +33,27 @@
 
 namespace fstore {
 
+// ---- numbers typed on the command line ----------------------------------------------------
+//
+// Every number fstore-access takes is parsed here, so all say the same things: "bad <option>
+// value 'x': ...", "<option> needs values (got option '--json')" when the parser took the
+// next option as its value, and an out-of-range index quotes what was typed.
+
+// One index as typed. `value` saturates at the int64 limits: no store has that many rows,
+// so such an index is out of range, and the message quotes `text`, not the limit.
+struct TypedIndex {
+    std::int64_t value = 0;
+    std::string text;
+};
+
+// Parses one index ("3", "-1", "99999999999999999999"); `option` names it in messages
+// ("index", "--idx"). Throws UsageError for anything but a whole decimal number.
+TypedIndex parse_index(const std::string& text, const std::string& option);
+
+// Parses a count ("3"); values past the int64 range saturate. Throws UsageError "<option>
+// must be 0 or more" for a negative count, and for anything but a whole decimal number.
+std::int64_t parse_count(const std::string& text, const std::string& option);
+
 // ---- index selections (numpy semantics) -------------------------------------------------
 
 struct Slice {
@@ -43,17 +64,20 @@ struct Slice {
 struct IndexSelection {
     enum class Kind { all, list, slice };
     Kind kind = Kind::all;
-    std::vector<std::int64_t> indices;  // kind == list, as given (may be negative)
+    std::vector<TypedIndex> indices;    // kind == list, as given (may be negative)
     Slice slice;                        // kind == slice
 };
 
 // Parses `--idx` values: integers ("3", "-1") or exactly one slice ("2:10", ":10", "-5:",
-// "::2", "10:2:-2"). Empty args = all. Throws UsageError for anything else, a zero step
-// or a slice mixed with other values.
+// "::2", "10:2:-2"; parts past the int64 range saturate, which numpy's clamping makes
+// harmless). Empty args = all. Throws UsageError for anything else, a zero step, a slice
+// mixed with other values, or an option taken as a value ("--idx --json").
 IndexSelection parse_index_selection(const std::vector<std::string>& args);
 
-// Maps one possibly negative index into 0..length-1. Throws UsageError naming the valid
-// range ("index 12 is out of range for the 10 rows of split 'train': use -10..9").
+// Maps one possibly negative index into 0..length-1. Throws UsageError quoting the index as
+// typed and naming the valid range ("index 12 is out of range for split 'train' (10 rows):
+// use -10..9").
+std::int64_t normalize_index(const TypedIndex& index, std::int64_t length, const std::string& what);
 std::int64_t normalize_index(std::int64_t index, std::int64_t length, const std::string& what);
 
 // Positions (0..length-1) a selection picks from a sequence of `length`, like numpy's
@@ -79,15 +103,20 @@ struct Summary {
     std::int64_t dim = 0;
     std::int64_t image_tokens = 0;
     std::vector<std::int64_t> first_ids;                // up to 5
-    std::map<std::string, std::int64_t> split_counts;  // from the split_counts attribute
-    std::vector<std::string> templates;                // first max_templates, sorted
+    // From the split_counts attribute, in store order: the order in which splits first
+    // appear in /split (train, val, test for a normal store); names only the attribute
+    // holds follow, sorted.
+    std::vector<std::pair<std::string, std::int64_t>> split_counts;
+    std::vector<std::string> templates;  // first max_templates, sorted
     std::int64_t template_count = 0;
     std::map<std::string, AttributeValue> attributes;  // root attributes
     TreeNode tree;
 };
 
-Summary summarize(const std::filesystem::path& path, int max_templates = 3);
-nlohmann::json to_json(const Summary& summary);  // rows, split_counts, D, T_img, templates, ...
+Summary summarize(const std::filesystem::path& path, std::int64_t max_templates = 3);
+// rows, split_counts, D, T_img, templates, ...: an ordered_json, so that split_counts keeps
+// store order and the keys read in this order.
+nlohmann::ordered_json to_json(const Summary& summary);
 
 // Draws `tree` with ├── └── │ connectors, one line per group/dataset:
 // "├── image_features  (12, 8) float16" and "[attrs: D, T_img, ...]" for attributes.
@@ -118,6 +147,7 @@ struct SampleResult {
 
 // Row `index` (negative counts from the end) of the whole store. Feature rows are read only
 // when `with_data`.
+SampleResult sample(const FeatureStore& store, const TypedIndex& index, bool with_data);
 SampleResult sample(const FeatureStore& store, std::int64_t index, bool with_data);
 nlohmann::json to_json(const SampleResult& result);  // index, id, label, split, *_shape
 
@@ -178,9 +208,10 @@ struct FetchResult {
 // Text features of the matching templates. --concept-list applies to concept templates
 // (ids starting with "concept"), whose rows follow the stored `concept_texts` order; label
 // templates are returned whole. Throws UsageError for an unknown template id, for
-// concept_only with label_only, for concept_list with label_only, when no listed concept
-// is known, when no template matches, and for token features of a template stored without
-// them.
+// concept_only with label_only, for concept_list with label_only or with a selection that
+// holds no concept template, when no listed concept is known, when no template matches,
+// for token features of a template stored without them, and for an option taken as a
+// value ("--template --json").
 FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool with_data);
 nlohmann::json to_json(const FetchResult& result);  // {"templates": {ID: {"shape": [...]}}}
 

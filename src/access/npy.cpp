@@ -1,11 +1,18 @@
 #include "fstore/npy.hpp"
 
-#include <cstdio>
+#include <algorithm>
+#include <cerrno>
 #include <memory>
+#include <optional>
 #include <set>
 #include <system_error>
+#include <utility>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <spdlog/spdlog.h>
 #include <zip.h>
 
 #include "fstore/error.hpp"
@@ -13,41 +20,237 @@
 namespace fstore::npy {
 namespace {
 
+namespace fs = std::filesystem;
+
 std::uint64_t element_count(const std::vector<std::int64_t>& shape) {
     std::uint64_t count = 1;
     for (const auto extent : shape) count *= static_cast<std::uint64_t>(extent);
     return count;
 }
 
-// A sibling of `path` to write into before renaming: same directory, so rename is atomic.
-std::filesystem::path partial_path(const std::filesystem::path& path) {
-    auto partial = path;
-    partial += ".partial-" + std::to_string(::getpid());
-    return partial;
+std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
+
+std::string errno_text(int error) { return std::generic_category().message(error); }
+
+// A write the file system refused: exit 10, with the fix that fits the cause.
+[[noreturn]] void throw_write_error(const fs::path& path, int error) {
+    const bool out_of_space = error == ENOSPC || error == EDQUOT || error == EFBIG;
+    throw IoError("cannot write " + quoted(path) + ": " + errno_text(error) +
+                  (out_of_space ? ": free space or choose another --out" : ": check the device or choose another --out"));
 }
 
-void check_directory(const std::filesystem::path& path) {
-    const auto parent = path.parent_path();
-    std::error_code ec;
-    if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
-        throw NotFoundError("cannot write '" + path.string() + "': directory '" + parent.string() +
-                            "' does not exist: create it or choose another --out path");
+// Creating or renaming a file in `directory` failed.
+[[noreturn]] void throw_directory_error(const fs::path& path, const fs::path& directory, int error) {
+    if (error == ENOENT || error == ENOTDIR) {
+        throw NotFoundError("cannot write " + quoted(path) + ": directory " + quoted(directory) +
+                            " does not exist: create it or choose another --out path");
     }
-    if (std::filesystem::is_directory(path, ec)) {
-        throw UsageError("cannot write '" + path.string() + "': it is a directory: pass a file name to --out");
+    if (error == EACCES || error == EPERM || error == EROFS) {
+        throw IoError("cannot write " + quoted(path) + ": directory " + quoted(directory) + " is not writable (" +
+                      errno_text(error) + "): choose another --out");
+    }
+    throw_write_error(path, error);
+}
+
+const char* extension(FileFormat format) { return format == FileFormat::npy ? ".npy" : ".npz"; }
+
+void check_extension(const fs::path& path, FileFormat format) {
+    const std::string name = path.filename().string();
+    const std::string wanted = extension(format);
+    if (name.size() < wanted.size() || name.compare(name.size() - wanted.size(), wanted.size(), wanted) != 0) {
+        throw UsageError("--out " + quoted(path) + " must end in " + wanted +
+                         (format == FileFormat::npy ? " (one NumPy array)" : " (a NumPy archive of arrays)"));
     }
 }
 
-void move_into_place(const std::filesystem::path& from, const std::filesystem::path& to) {
+// N when `path` is this process's own descriptor N (/proc/self/fd/N, /dev/fd/N), else -1.
+// Such a path is a magic link: opening it again may fail (a socket) or start at offset 0
+// (a regular file behind stdout), so the descriptor itself is written to.
+int own_descriptor(const fs::path& path) {
     std::error_code ec;
-    std::filesystem::rename(from, to, ec);
-    if (ec) {
-        std::filesystem::remove(from, ec);
-        throw DataError("cannot write '" + to.string() + "': " + ec.message() + ": check the --out path");
+    const auto directory = fs::canonical(path.has_parent_path() ? path.parent_path() : fs::path("."), ec);
+    if (ec || directory != fs::path("/proc/" + std::to_string(::getpid()) + "/fd")) return -1;
+    const std::string name = path.filename().string();
+    if (name.empty() || name.size() > 9 || name.find_first_not_of("0123456789") != std::string::npos) return -1;
+    return std::stoi(name);
+}
+
+// Where an --out path's bytes go.
+struct Destination {
+    enum class Kind { replace, stream, own_descriptor };
+    Kind kind = Kind::replace;
+    fs::path target;                  // replace: the file to replace; stream: what to open
+    int descriptor = -1;              // own_descriptor
+    std::optional<struct stat> existing;  // replace of an existing file: its mode and owner
+};
+
+fs::path directory_of(const fs::path& file) { return file.has_parent_path() ? file.parent_path() : fs::path("."); }
+
+Destination resolve(const fs::path& path, FileFormat format) {
+    if (path.empty()) throw UsageError("--out needs a file name");
+    // CLI11 hands "--out --json" the next option as its value.
+    if (path.string().rfind("--", 0) == 0) throw UsageError("--out needs a file name (got option " + quoted(path) + ")");
+    // Follow symlinks by hand: the file to replace is the final target, the links stay.
+    fs::path final_path = path;
+    for (int hops = 0;; ++hops) {
+        if (const int descriptor = own_descriptor(final_path); descriptor >= 0) {
+            return {Destination::Kind::own_descriptor, path, descriptor, std::nullopt};
+        }
+        std::error_code ec;
+        if (!fs::is_symlink(fs::symlink_status(final_path, ec))) break;
+        if (hops == 40) throw NotFoundError("cannot write " + quoted(path) + ": " + errno_text(ELOOP));
+        const auto link = fs::read_symlink(final_path, ec);
+        if (ec) break;
+        final_path = link.is_absolute() ? link : directory_of(final_path) / link;
     }
+    struct stat existing {};
+    if (::stat(path.c_str(), &existing) == 0) {
+        if (S_ISDIR(existing.st_mode)) {
+            throw UsageError("cannot write " + quoted(path) + ": it is a directory: pass a file name to --out");
+        }
+        if (!S_ISREG(existing.st_mode)) return {Destination::Kind::stream, path, -1, std::nullopt};
+        check_extension(path, format);
+        return {Destination::Kind::replace, final_path, -1, existing};
+    }
+    check_extension(path, format);
+    const auto directory = directory_of(final_path);
+    std::error_code ec;
+    if (!fs::is_directory(directory, ec)) {
+        throw_directory_error(path, directory, ec ? ec.value() : ENOENT);
+    }
+    return {Destination::Kind::replace, final_path, -1, std::nullopt};
+}
+
+// RAII for libzip's handles and error records.
+struct ZipSourceFree {
+    void operator()(zip_source_t* source) const { zip_source_free(source); }
+};
+struct ZipDiscard {
+    void operator()(zip_t* archive) const { zip_discard(archive); }
+};
+using ZipSource = std::unique_ptr<zip_source_t, ZipSourceFree>;
+using ZipArchive = std::unique_ptr<zip_t, ZipDiscard>;
+
+struct ZipError {
+    zip_error_t error;
+    ZipError() { zip_error_init(&error); }
+    ~ZipError() { zip_error_fini(&error); }
+    ZipError(const ZipError&) = delete;
+    ZipError& operator=(const ZipError&) = delete;
+};
+
+// The archive is built in memory, so libzip only fails when memory runs out (or on a bug).
+[[noreturn]] void throw_zip_error(const fs::path& path, zip_error_t* error) {
+    throw InternalError("cannot build the archive for " + quoted(path) + " in memory: " + zip_error_strerror(error));
+}
+
+// Builds the .npz in memory; returns the buffer source that holds the archive's bytes.
+ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::string, Array>>& members) {
+    ZipError error;
+    ZipSource buffer(zip_source_buffer_create(nullptr, 0, 0, &error.error));
+    if (!buffer) throw_zip_error(path, &error.error);
+    ZipArchive archive(zip_open_from_source(buffer.get(), ZIP_TRUNCATE, &error.error));
+    if (!archive) throw_zip_error(path, &error.error);
+    zip_source_keep(buffer.get());  // the archive owns one reference, `buffer` another
+    // Each member is two fragments, its header and the caller's bytes, which libzip reads
+    // (never writes: no free flag) at zip_close(); no copy of the data is made before that.
+    std::vector<std::string> headers;
+    headers.reserve(members.size());
+    for (const auto& [key, array] : members) {
+        headers.push_back(header(array.dtype, array.shape));
+        const zip_buffer_fragment_t fragments[2] = {
+            {reinterpret_cast<zip_uint8_t*>(headers.back().data()), headers.back().size()},
+            {const_cast<zip_uint8_t*>(array.bytes.data()), array.bytes.size()}};
+        zip_source_t* source = zip_source_buffer_fragment(archive.get(), fragments, array.bytes.empty() ? 1 : 2, 0);
+        if (source == nullptr) throw_zip_error(path, zip_get_error(archive.get()));
+        const zip_int64_t index = zip_file_add(archive.get(), (key + ".npy").c_str(), source, ZIP_FL_ENC_UTF_8);
+        if (index < 0) {
+            zip_source_free(source);
+            throw_zip_error(path, zip_get_error(archive.get()));
+        }
+        if (zip_set_file_compression(archive.get(), static_cast<zip_uint64_t>(index), ZIP_CM_STORE, 0) != 0) {
+            throw_zip_error(path, zip_get_error(archive.get()));
+        }
+    }
+    if (zip_close(archive.get()) != 0) throw_zip_error(path, zip_get_error(archive.get()));
+    archive.release();  // zip_close freed it
+    return buffer;
 }
 
 }  // namespace
+
+// ---- OutputFile ---------------------------------------------------------------------------
+
+void check_output_path(const std::filesystem::path& path, FileFormat format) { resolve(path, format); }
+
+OutputFile::OutputFile(const std::filesystem::path& path, FileFormat format) : path_(path) {
+    const auto destination = resolve(path, format);
+    target_ = destination.target;
+    switch (destination.kind) {
+        case Destination::Kind::own_descriptor:
+            fd_ = ::fcntl(destination.descriptor, F_DUPFD_CLOEXEC, 0);
+            if (fd_ < 0) throw_write_error(path_, errno);
+            return;
+        case Destination::Kind::stream:
+            // A device or FIFO: written in place (a FIFO waits here for its reader, as `>` does).
+            fd_ = ::open(target_.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+            if (fd_ < 0) throw_write_error(path_, errno);
+            return;
+        case Destination::Kind::replace: break;
+    }
+    // O_EXCL: never write into a file someone else created under the temporary name.
+    for (int attempt = 0; fd_ < 0; ++attempt) {
+        temporary_ = target_;
+        temporary_ += ".partial-" + std::to_string(::getpid()) + (attempt ? "-" + std::to_string(attempt) : "");
+        fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);  // umask applies
+        if (fd_ < 0 && (errno != EEXIST || attempt == 100)) {
+            const int error = errno;
+            temporary_.clear();
+            throw_directory_error(path_, directory_of(target_), error);
+        }
+    }
+    if (destination.existing) {
+        // Replacing must not change who may read the file. Only root may give the owner
+        // back, so that failing is expected and silent; chown goes first as it clears
+        // set-id bits. A file system without permissions (vfat) refuses chmod: the file is
+        // still written, with a new file's mode.
+        [[maybe_unused]] const int owner_kept = ::fchown(fd_, destination.existing->st_uid, destination.existing->st_gid);
+        if (::fchmod(fd_, destination.existing->st_mode & 07777) != 0) {
+            spdlog::warn("cannot keep the permissions of {} ({}): it gets a new file's", quoted(path_),
+                         errno_text(errno));
+        }
+    }
+}
+
+OutputFile::~OutputFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_ && !temporary_.empty()) ::unlink(temporary_.c_str());
+}
+
+void OutputFile::write(const void* data, std::size_t bytes) {
+    const auto* next = static_cast<const char*>(data);
+    while (bytes > 0) {
+        const ssize_t written = ::write(fd_, next, std::min<std::size_t>(bytes, std::size_t{1} << 30));
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            throw_write_error(path_, errno);
+        }
+        next += written;
+        bytes -= static_cast<std::size_t>(written);
+    }
+}
+
+void OutputFile::commit() {
+    if (committed_) return;
+    // close() is where NFS and some FUSE file systems report a full disk.
+    if (::close(std::exchange(fd_, -1)) != 0 && errno != EINTR) throw_write_error(path_, errno);
+    if (!temporary_.empty() && ::rename(temporary_.c_str(), target_.c_str()) != 0) {
+        throw_directory_error(path_, directory_of(target_), errno);
+    }
+    committed_ = true;
+}
+
+// ---- .npy / .npz --------------------------------------------------------------------------
 
 const char* descr(DType dtype) {
     switch (dtype) {
@@ -93,7 +296,6 @@ void write_npy(const std::filesystem::path& path, const Array& array) {
 }
 
 void write_npz(const std::filesystem::path& path, const std::vector<std::pair<std::string, Array>>& members) {
-    check_directory(path);
     std::set<std::string> keys;
     for (const auto& [key, array] : members) {
         if (!keys.insert(key).second) throw InternalError("npz: duplicate member '" + key + "'");
@@ -102,88 +304,42 @@ void write_npz(const std::filesystem::path& path, const std::vector<std::pair<st
                                 " bytes, not what its shape says");
         }
     }
-    const auto partial = partial_path(path);
-    int error = 0;
-    zip_t* archive = zip_open(partial.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &error);
-    if (archive == nullptr) {
-        zip_error_t ze;
-        zip_error_init_with_code(&ze, error);
-        const std::string message = zip_error_strerror(&ze);
-        zip_error_fini(&ze);
-        throw DataError("cannot create '" + path.string() + "': " + message + ": check the --out path");
-    }
-    auto fail = [&](const std::string& what) {
-        const std::string message = zip_strerror(archive);
-        zip_discard(archive);
-        std::error_code ec;
-        std::filesystem::remove(partial, ec);
-        throw DataError("cannot write '" + path.string() + "' (" + what + "): " + message);
-    };
-    // libzip has no concatenating source: each member (header + data) is one buffer, kept
-    // alive until zip_close(), which is when libzip reads the sources.
-    std::vector<std::string> blobs;
-    blobs.reserve(members.size());
-    for (std::size_t i = 0; i < members.size(); ++i) {
-        const auto& [key, array] = members[i];
-        std::string blob = header(array.dtype, array.shape);
-        blob.append(reinterpret_cast<const char*>(array.bytes.data()), array.bytes.size());
-        blobs.push_back(std::move(blob));
-        zip_source_t* source = zip_source_buffer(archive, blobs.back().data(), blobs.back().size(), 0);
-        if (source == nullptr) fail("member " + key);
-        const zip_int64_t index = zip_file_add(archive, (key + ".npy").c_str(), source, ZIP_FL_ENC_UTF_8);
-        if (index < 0) {
-            zip_source_free(source);
-            fail("member " + key);
-        }
-        if (zip_set_file_compression(archive, static_cast<zip_uint64_t>(index), ZIP_CM_STORE, 0) != 0) {
-            fail("member " + key);
-        }
-    }
+    OutputFile out(path, FileFormat::npz);
     if (members.empty()) {
         // libzip writes nothing for an empty archive; numpy expects a valid (empty) zip.
-        zip_discard(archive);
-        std::FILE* file = std::fopen(partial.c_str(), "wb");
-        if (file == nullptr) throw DataError("cannot create '" + path.string() + "': check the --out path");
         static const unsigned char empty_zip[22] = {0x50, 0x4b, 0x05, 0x06};
-        const bool ok = std::fwrite(empty_zip, 1, sizeof empty_zip, file) == sizeof empty_zip;
-        if (std::fclose(file) != 0 || !ok) throw DataError("cannot write '" + path.string() + "'");
-    } else if (zip_close(archive) != 0) {
-        fail("close");
+        out.write(empty_zip, sizeof empty_zip);
+        out.commit();
+        return;
     }
-    move_into_place(partial, path);
+    const ZipSource archive = build_archive(path, members);
+    if (zip_source_open(archive.get()) != 0) throw_zip_error(path, zip_source_error(archive.get()));
+    std::vector<char> chunk(std::size_t{1} << 20);
+    for (;;) {
+        const zip_int64_t read = zip_source_read(archive.get(), chunk.data(), chunk.size());
+        if (read < 0) throw_zip_error(path, zip_source_error(archive.get()));
+        if (read == 0) break;
+        out.write(chunk.data(), static_cast<std::size_t>(read));
+    }
+    zip_source_close(archive.get());
+    out.commit();
 }
 
 StreamWriter::StreamWriter(const std::filesystem::path& path, DType dtype, std::vector<std::int64_t> shape)
-    : path_(path), partial_(partial_path(path)) {
-    check_directory(path);
-    expected_ = element_count(shape) * dtype_size(dtype);
-    out_.open(partial_, std::ios::binary | std::ios::trunc);
-    if (!out_) throw DataError("cannot create '" + path.string() + "': check that its directory is writable");
+    : out_(path, FileFormat::npy), expected_(element_count(shape) * dtype_size(dtype)) {
     const auto head = header(dtype, shape);
-    out_.write(head.data(), static_cast<std::streamsize>(head.size()));
-}
-
-StreamWriter::~StreamWriter() {
-    if (!finished_) {
-        out_.close();
-        std::error_code ec;
-        std::filesystem::remove(partial_, ec);
-    }
+    out_.write(head.data(), head.size());
 }
 
 void StreamWriter::append(const void* data, std::size_t bytes) {
     if (written_ + bytes > expected_) throw InternalError("npy: more data than the announced shape holds");
-    out_.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
-    if (!out_) throw DataError("cannot write '" + path_.string() + "': disk full or not writable");
+    out_.write(data, bytes);
     written_ += bytes;
 }
 
 void StreamWriter::finish() {
     if (written_ != expected_) throw InternalError("npy: fewer elements written than the announced shape holds");
-    out_.close();
-    if (!out_) throw DataError("cannot write '" + path_.string() + "': disk full or not writable");
-    move_into_place(partial_, path_);
-    finished_ = true;
+    out_.commit();
 }
 
 }  // namespace fstore::npy

@@ -1,7 +1,6 @@
 #include "fstore/query.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdlib>
 #include <set>
 #include <system_error>
@@ -29,15 +28,30 @@ bool starts_with(const std::string& text, const std::string& prefix) {
     return text.compare(0, prefix.size(), prefix) == 0;
 }
 
-std::optional<std::int64_t> parse_int(const std::string& text) {
-    if (text.empty()) return std::nullopt;
-    errno = 0;
-    char* end = nullptr;
-    const long long value = std::strtoll(text.c_str(), &end, 10);
-    if (errno != 0 || end != text.c_str() + text.size()) return std::nullopt;
-    // strtoll accepts leading spaces and '+'; numpy-style indices do not need them.
-    if (!(text[0] == '-' || (text[0] >= '0' && text[0] <= '9'))) return std::nullopt;
-    return static_cast<std::int64_t>(value);
+// A whole decimal number ("3", "-12"). Values past the int64 range saturate at its limits
+// (strtoll's ERANGE result), so callers can still say "out of range". Leading spaces and
+// '+', which strtoll would accept, are refused: indices do not need them.
+std::optional<std::int64_t> parse_integer(const std::string& text) {
+    const std::size_t first_digit = !text.empty() && text[0] == '-' ? 1 : 0;
+    if (text.size() == first_digit || text.find_first_not_of("0123456789", first_digit) != std::string::npos) {
+        return std::nullopt;
+    }
+    return static_cast<std::int64_t>(std::strtoll(text.c_str(), nullptr, 10));
+}
+
+// CLI11 gives an option that needs values the next argument even when that is another
+// option ("--idx --json"); say so instead of calling "--json" a bad index.
+void reject_option_as_value(const std::string& option, const std::string& value, const char* needs = "values") {
+    if (starts_with(value, "--")) throw UsageError(option + " needs " + needs + " (got option '" + value + "')");
+}
+
+// One whole number given to `option`; `needs` and `usage` complete the messages.
+TypedIndex parse_option_number(const std::string& text, const std::string& option, const char* needs,
+                               const std::string& usage) {
+    reject_option_as_value(option, text, needs);
+    const auto value = parse_integer(text);
+    if (!value) throw UsageError("bad " + option + " value '" + text + "': " + usage);
+    return {*value, text};
 }
 
 // Per-row shape of a column.
@@ -113,6 +127,23 @@ nlohmann::json tree_json(const TreeNode& node) {
     return out;
 }
 
+// The split_counts attribute in store order: splits in the order they first appear in
+// /split, then names only the attribute holds (sorted).
+std::vector<std::pair<std::string, std::int64_t>> split_counts_in_store_order(const FeatureStore& store) {
+    auto counts = store.split_counts();
+    std::vector<std::pair<std::string, std::int64_t>> ordered;
+    ordered.reserve(counts.size());
+    for (const auto& name : store.read_all_splits()) {
+        if (counts.empty()) break;
+        const auto it = counts.find(name);
+        if (it == counts.end()) continue;
+        ordered.emplace_back(*it);
+        counts.erase(it);
+    }
+    ordered.insert(ordered.end(), counts.begin(), counts.end());
+    return ordered;
+}
+
 std::vector<std::int64_t> iota_rows(std::int64_t count) {
     std::vector<std::int64_t> rows(static_cast<std::size_t>(count));
     for (std::int64_t i = 0; i < count; ++i) rows[static_cast<std::size_t>(i)] = i;
@@ -129,6 +160,18 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
     }
     if (shape.size() == 1) out += ",";
     return out + ")";
+}
+
+// ---- numbers typed on the command line ----------------------------------------------------
+
+TypedIndex parse_index(const std::string& text, const std::string& option) {
+    return parse_option_number(text, option, "a value", "use a whole number (negative counts from the end)");
+}
+
+std::int64_t parse_count(const std::string& text, const std::string& option) {
+    const auto count = parse_option_number(text, option, "a value", "use a whole number, 0 or more").value;
+    if (count < 0) throw UsageError(option + " must be 0 or more");
+    return count;
 }
 
 // ---- index selections -------------------------------------------------------------------
@@ -157,7 +200,7 @@ IndexSelection parse_index_selection(const std::vector<std::string>& args) {
         std::optional<std::int64_t>* fields[] = {&selection.slice.start, &selection.slice.stop, &selection.slice.step};
         for (std::size_t i = 0; i < parts.size(); ++i) {
             if (parts[i].empty()) continue;
-            const auto value = parse_int(parts[i]);
+            const auto value = parse_integer(parts[i]);
             if (!value) {
                 throw UsageError("bad --idx slice '" + text + "': '" + parts[i] +
                                  "' is not an integer; use START:END[:STEP], e.g. 0:10:2");
@@ -172,24 +215,24 @@ IndexSelection parse_index_selection(const std::vector<std::string>& args) {
     }
     selection.kind = IndexSelection::Kind::list;
     for (const auto& arg : args) {
-        const auto value = parse_int(arg);
-        if (!value) throw UsageError("bad --idx value '" + arg + "': use integers (--idx 0 5 -1) or a slice (--idx 0:10)");
-        selection.indices.push_back(*value);
+        selection.indices.push_back(
+            parse_option_number(arg, "--idx", "values", "use integers (--idx 0 5 -1) or a slice (--idx 0:10)"));
     }
     return selection;
 }
 
-std::int64_t normalize_index(std::int64_t index, std::int64_t length, const std::string& what) {
-    const std::int64_t normalized = index < 0 ? index + length : index;
+std::int64_t normalize_index(const TypedIndex& index, std::int64_t length, const std::string& what) {
+    const std::int64_t normalized = index.value < 0 ? index.value + length : index.value;
     if (normalized < 0 || normalized >= length) {
-        if (length == 0) {
-            throw UsageError("index " + std::to_string(index) + " is out of range: " + what + " has no rows");
-        }
-        throw UsageError("index " + std::to_string(index) + " is out of range for " + what + " (" +
-                         std::to_string(length) + " rows): use -" + std::to_string(length) + ".." +
-                         std::to_string(length - 1));
+        if (length == 0) throw UsageError("index " + index.text + " is out of range: " + what + " has no rows");
+        throw UsageError("index " + index.text + " is out of range for " + what + " (" + std::to_string(length) +
+                         " rows): use -" + std::to_string(length) + ".." + std::to_string(length - 1));
     }
     return normalized;
+}
+
+std::int64_t normalize_index(std::int64_t index, std::int64_t length, const std::string& what) {
+    return normalize_index(TypedIndex{index, std::to_string(index)}, length, what);
 }
 
 std::vector<std::int64_t> resolve_selection(const IndexSelection& selection, std::int64_t length,
@@ -199,7 +242,7 @@ std::vector<std::int64_t> resolve_selection(const IndexSelection& selection, std
         case IndexSelection::Kind::list: {
             std::vector<std::int64_t> out;
             out.reserve(selection.indices.size());
-            for (const auto index : selection.indices) out.push_back(normalize_index(index, length, what));
+            for (const auto& index : selection.indices) out.push_back(normalize_index(index, length, what));
             return out;
         }
         case IndexSelection::Kind::slice: break;
@@ -222,11 +265,19 @@ std::vector<std::int64_t> resolve_selection(const IndexSelection& selection, std
     };
     start = adjust(selection.slice.start, step < 0 ? length - 1 : 0);
     stop = adjust(selection.slice.stop, step < 0 ? -1 : length);
+    // A saturated step (--idx ::99999999999999999999) must not overflow `i`: leave before
+    // a step that passes `stop`.
     std::vector<std::int64_t> out;
     if (step > 0) {
-        for (std::int64_t i = start; i < stop; i += step) out.push_back(i);
+        for (std::int64_t i = start; i < stop; i += step) {
+            out.push_back(i);
+            if (step >= stop - i) break;
+        }
     } else {
-        for (std::int64_t i = start; i > stop; i += step) out.push_back(i);
+        for (std::int64_t i = start; i > stop; i += step) {
+            out.push_back(i);
+            if (step <= stop - i) break;
+        }
     }
     return out;
 }
@@ -239,7 +290,7 @@ TreeNode describe_file(const std::filesystem::path& path) {
     return file->tree();
 }
 
-Summary summarize(const std::filesystem::path& path, int max_templates) {
+Summary summarize(const std::filesystem::path& path, std::int64_t max_templates) {
     if (max_templates < 0) throw UsageError("--max-templates must be 0 or more");
     Summary summary;
     {
@@ -254,7 +305,7 @@ Summary summarize(const std::filesystem::path& path, int max_templates) {
             const auto ids = store.read_rows(Column::ids, first);
             summary.first_ids.assign(ids.data<std::int64_t>(), ids.data<std::int64_t>() + ids.elements());
         }
-        summary.split_counts = store.split_counts();
+        summary.split_counts = split_counts_in_store_order(store);
         const auto templates = store.template_ids();
         summary.template_count = static_cast<std::int64_t>(templates.size());
         for (std::size_t i = 0; i < templates.size() && i < static_cast<std::size_t>(max_templates); ++i) {
@@ -266,15 +317,17 @@ Summary summarize(const std::filesystem::path& path, int max_templates) {
     return summary;
 }
 
-nlohmann::json to_json(const Summary& summary) {
-    nlohmann::json attributes = nlohmann::json::object();
+nlohmann::ordered_json to_json(const Summary& summary) {
+    nlohmann::ordered_json attributes = nlohmann::ordered_json::object();
     for (const auto& [name, value] : summary.attributes) attributes[name] = attribute_json(value);
+    nlohmann::ordered_json split_counts = nlohmann::ordered_json::object();
+    for (const auto& [name, count] : summary.split_counts) split_counts[name] = count;
     return {{"rows", summary.rows},
             {"image_features_shape", summary.image_features_shape},
             {"D", summary.dim},
             {"T_img", summary.image_tokens},
             {"first_ids", summary.first_ids},
-            {"split_counts", summary.split_counts},
+            {"split_counts", std::move(split_counts)},
             {"templates", summary.templates},
             {"template_count", summary.template_count},
             {"attributes", std::move(attributes)},
@@ -302,6 +355,10 @@ std::vector<std::string> list_templates(const FeatureStore& store) {
 // ---- sample -----------------------------------------------------------------------------
 
 SampleResult sample(const FeatureStore& store, std::int64_t index, bool with_data) {
+    return sample(store, TypedIndex{index, std::to_string(index)}, with_data);
+}
+
+SampleResult sample(const FeatureStore& store, const TypedIndex& index, bool with_data) {
     SampleResult result;
     result.index = normalize_index(index, store.rows(), "the store");
     const std::vector<std::int64_t> row{result.index};
@@ -429,6 +486,8 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
     if (!request.concept_list.empty() && request.label_only) {
         throw UsageError("--concept-list selects rows of concept templates: drop --label");
     }
+    for (const auto& id : request.template_ids) reject_option_as_value("--template", id);
+    for (const auto& name : request.concept_list) reject_option_as_value("--concept-list", name);
     const auto stored = list_templates(store);
     std::vector<std::string> selected;
     if (request.template_ids.empty()) {
@@ -454,6 +513,14 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         }
     }
     std::sort(selected.begin(), selected.end());
+    // Like --label, a selection without concept templates would silently ignore the list.
+    if (!request.concept_list.empty() &&
+        std::none_of(selected.begin(), selected.end(), [](const std::string& id) { return starts_with(id, "concept"); })) {
+        throw UsageError("--concept-list selects rows of concept templates, but " +
+                         (selected.empty() ? std::string("the store has no templates")
+                                           : "the selection holds none (" + join(selected) + ")") +
+                         ": drop --concept-list or select a concept template");
+    }
 
     FetchResult result;
     std::vector<std::int64_t> concept_rows;

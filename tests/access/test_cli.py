@@ -7,13 +7,20 @@ Run by ctest (fstore_access_cli) with Debian's python3; needs FSTORE_BINARY_DIR 
 FSTORE_SOURCE_DIR in the environment.
 """
 
+import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
+import resource
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 import h5py
@@ -30,11 +37,15 @@ ROWS = {"train": 70, "val": 9, "test": 7}  # crosses the 64-row CLS chunk and 4-
 D, T = 8, 4
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_FORMAT, EXIT_LOCKED = 1, 2, 3, 4, 5
+EXIT_IO = 10
+HUGE = "99999999999999999999"  # past int64
 
 
-def run(path, *args):
+def run(path, *args, **kwargs):
     cmd = [BIN] + (["--path", path] if path is not None else []) + list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    options = {"capture_output": True, "text": True, "timeout": 60}
+    options.update(kwargs)
+    return subprocess.run(cmd, **options)
 
 
 def run_json(test, path, *args):
@@ -118,6 +129,11 @@ class StoreCases:
         self.assertEqual(run_json(self, self.path, "summarize", "--max-templates", "1")["templates"],
                          sorted(self.stored["templates"])[:1])
 
+    def test_summarize_split_counts_in_store_order(self):
+        # Store order (first appearance in /split), not alphabetical (test, train, val).
+        self.assertIn("split counts: train=70 val=9 test=7\n", run(self.path, "summarize").stdout)
+        self.assertEqual(list(run_json(self, self.path, "summarize")["split_counts"]), ["train", "val", "test"])
+
     def test_summarize_text_has_tree(self):
         p = run(self.path, "summarize")
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -182,7 +198,7 @@ class StoreCases:
 
     def test_batch_values_match_h5py(self):
         idx_forms = [[], ["0"], ["0", "2", "-1"], ["1:4"], [":10"], ["-5:"], ["::2"], ["::-1"], ["5:1:-2"],
-                     ["-100:100:3"], ["7:2"]]
+                     ["-100:100:3"], ["7:2"], ["3:" + HUGE], ["::-" + HUGE], ["-" + HUGE + "::" + HUGE]]
         # Slice semantics are checked exhaustively against numpy in the gtests; here every
         # split x feature is read once and two pairs go through every --idx form.
         for split in ("all", "train", "val", "test"):
@@ -280,6 +296,46 @@ class StoreCases:
         self.fail_with(EXIT_USAGE, "batch", "--idx", "1000", "--out", out)
         self.assertFalse(os.path.exists(out), "a failed batch left an --out file")
 
+    def test_numbers_are_parsed_alike(self):
+        valid = f"-{self.n}..{self.n - 1}"
+        for typed in (HUGE, "-" + HUGE):
+            self.fail_with(EXIT_USAGE, "sample", typed, needle=f"index {typed} is out of range for the store ({self.n} rows): use {valid}")
+            self.fail_with(EXIT_USAGE, "batch", "--idx", typed, needle=f"index {typed} is out of range for the store ({self.n} rows): use {valid}")
+        self.fail_with(EXIT_USAGE, "batch", "--split", "val", "--idx", "0", HUGE, needle=f"index {HUGE} is out of range for split 'val' (9 rows): use -9..8")
+        self.fail_with(EXIT_USAGE, "sample", "1x", needle="bad index value '1x'")
+        self.fail_with(EXIT_USAGE, "batch", "--idx", "1x", needle="bad --idx value '1x'")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "-1", needle="--max-templates must be 0 or more")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "-" + HUGE, needle="--max-templates must be 0 or more")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "x", needle="bad --max-templates value 'x'")
+        self.assertEqual(run_json(self, self.path, "summarize", "--max-templates", HUGE)["templates"],
+                         sorted(self.stored["templates"]))
+
+    def test_option_taken_as_a_value(self):
+        self.fail_with(EXIT_USAGE, "batch", "--idx", "--json", needle="--idx needs values (got option '--json')")
+        self.fail_with(EXIT_USAGE, "fetch", "--template", "--json", needle="--template needs values (got option '--json')")
+        self.fail_with(EXIT_USAGE, "fetch", "--concept-list", "--json", needle="--concept-list needs values (got option '--json')")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "--json", needle="--max-templates needs a value (got option '--json')")
+
+    def test_concept_list_needs_a_concept_template(self):
+        with h5py.File(self.path, "r") as f:
+            concept = json.loads(f.attrs["concept_texts"])[0]
+        label_id = sorted(t for t in self.stored["templates"] if t.startswith("label"))[0]
+        self.fail_with(EXIT_USAGE, "fetch", "--template", label_id, "--concept-list", concept,
+                       needle=f"--concept-list selects rows of concept templates, but the selection holds none ({label_id})")
+        self.fail_with(EXIT_USAGE, "fetch", "--label", "--concept-list", concept, needle="drop --label")
+
+    def test_out_names(self):
+        before = set(os.listdir(self.tmp))
+        self.fail_with(EXIT_USAGE, "batch", "--out", "", needle="--out needs a file name")
+        self.fail_with(EXIT_USAGE, "sample", "0", "--out", "", needle="--out needs a file name")
+        self.fail_with(EXIT_USAGE, "fetch", "--out", "", needle="--out needs a file name")
+        self.fail_with(EXIT_USAGE, "batch", "--out", os.path.join(self.tmp, "x.txt"), needle="must end in .npy")
+        self.fail_with(EXIT_USAGE, "batch", "--out", os.path.join(self.tmp, "x.npz"), needle="must end in .npy")
+        self.fail_with(EXIT_USAGE, "sample", "0", "--out", os.path.join(self.tmp, "s.npy"), needle="must end in .npz")
+        self.fail_with(EXIT_USAGE, "fetch", "--out", os.path.join(self.tmp, "f.npy"), needle="must end in .npz")
+        self.fail_with(EXIT_USAGE, "sample", "0", "--out", "--json", needle="--out needs a file name (got option '--json')")
+        self.assertEqual(set(os.listdir(self.tmp)), before, "a refused --out created a file")
+
     def test_verify_clean(self):
         j = run_json(self, self.path, "verify")
         self.assertEqual(j["findings"], [])
@@ -341,6 +397,175 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(p.returncode, EXIT_FINDINGS)
                 self.assertIn("FINDING: ", p.stdout)
                 self.assertEqual(sha(path), checksum)
+
+
+@contextlib.contextmanager
+def full_disk(parent):
+    """A directory holding old.npy and old.npz (b"old") in which every further write fails as
+    on a full disk, and the preexec_fn to run commands with: a full 64 KiB tmpfs where
+    mounting works (root), else a 256-byte file-size limit in the child (EFBIG)."""
+    directory = os.path.join(parent, "full_disk")
+    os.mkdir(directory)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", directory],
+                             capture_output=True).returncode == 0
+    try:
+        for name in ("old.npy", "old.npz"):
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(b"old")
+        if mounted:
+            filler = os.open(os.path.join(directory, "filler"), os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                while True:
+                    os.write(filler, b"\0" * 4096)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+            finally:
+                os.close(filler)
+            yield directory, None
+        else:
+            print("no tmpfs (mount failed): a file-size limit stands in for the full disk", file=sys.stderr)
+
+            def file_size_limit():
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(2), not a kill
+                resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))
+            yield directory, file_size_limit
+    finally:
+        if mounted:
+            subprocess.run(["umount", directory], check=True)
+
+
+class OutTargets(unittest.TestCase):
+    """What --out does with what is already at its path: regular files are replaced
+    atomically (through symlinks, keeping their mode), devices, FIFOs and /dev/stdout are
+    written in place, and write failures are I/O errors (exit 10) in one line."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fstore_access_cli_out_")
+        os.chmod(cls.tmp, 0o755)  # readable by the unprivileged user of test_out_directories
+        cls.path = os.path.join(cls.tmp, "store.h5")
+        write_fstore_store(cls.path)
+        os.chmod(cls.path, 0o644)
+        cls.stored = ref.read_store(cls.path)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(dir=self.tmp)
+        os.chmod(self.dir, 0o755)
+
+    def tearDown(self):
+        self.assertEqual([n for n in os.listdir(self.dir) if ".partial-" in n], [], "a temporary file was left")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def fails(self, code, needle, *args, **kwargs):
+        p = run(self.path, *args, **kwargs)
+        self.assertEqual(p.returncode, code, f"{args}: {p.stdout!r} {p.stderr!r}")
+        lines = p.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, p.stderr)
+        self.assertIn(needle, lines[0])
+
+    def test_symlinked_file_is_replaced_behind_the_link_keeping_its_mode(self):
+        for args, name in ((["batch"], "batch.npy"), (["sample", "-1"], "sample.npz")):
+            real, link = os.path.join(self.dir, "real_" + name), os.path.join(self.dir, name)
+            with open(real, "w") as f:
+                f.write("old")
+            os.chmod(real, 0o640)
+            os.symlink("real_" + name, link)
+            p = run(self.path, *args, "--out", link)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertTrue(os.path.islink(link), "the symlink was replaced")
+            self.assertEqual(os.readlink(link), "real_" + name)
+            self.assertEqual(stat.S_IMODE(os.stat(real).st_mode), 0o640)
+            if name.endswith(".npy"):
+                self.assertTrue(np.array_equal(np.load(real), self.stored["image_features"]))
+            else:
+                self.assertTrue(np.array_equal(np.load(real)["image_feature"], self.stored["image_features"][-1]))
+
+    def test_fifo_is_written_in_place(self):
+        fifo = os.path.join(self.dir, "out.fifo")  # any name: it is no regular file
+        os.mkfifo(fifo)
+        for args in (["batch", "--feature", "patches"], ["sample", "-1"]):
+            got = {}
+
+            def read_all():
+                with open(fifo, "rb") as f:
+                    got["bytes"] = f.read()
+            reader = threading.Thread(target=read_all, daemon=True)
+            reader.start()
+            p = run(self.path, *args, "--out", fifo)
+            reader.join(timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertFalse(reader.is_alive(), "nothing was written into the FIFO")
+            self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced")
+            data = np.load(io.BytesIO(got["bytes"]))
+            if args[0] == "batch":
+                self.assertTrue(np.array_equal(data, self.stored["image_token_features"]))
+            else:
+                self.assertTrue(np.array_equal(data["image_token_feature"], self.stored["image_token_features"][-1]))
+
+    def test_stdout(self):
+        # Never /dev/stdout itself: a wrong writer would replace it for the whole machine.
+        # A private link of the same kind, and the descriptor path it leads to, cannot be
+        # renamed onto (procfs) or are this test's own.
+        stdout_link = os.path.join(self.dir, "stdout")
+        os.symlink("/proc/self/fd/1", stdout_link)
+        for out in (stdout_link, "/proc/self/fd/1"):
+            p = run(self.path, "batch", "--idx", "0:3", "--out", out, text=False)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertTrue(np.array_equal(np.load(io.BytesIO(p.stdout)), self.stored["image_features"][0:3]))
+        self.assertEqual(os.readlink(stdout_link), "/proc/self/fd/1")
+
+    def test_write_error_on_a_device_fails(self):
+        # A private node of /dev/full's device (1, 7): a wrong writer could only replace this
+        # node, never /dev/full. Creating it needs CAP_MKNOD; without it, stdout on a pipe
+        # whose reader has gone fails the same way (EPIPE).
+        node = os.path.join(self.dir, "full")
+        try:
+            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+        except PermissionError:
+            print("no CAP_MKNOD: checking stdout on a closed pipe instead", file=sys.stderr)
+            reader, writer = os.pipe()
+            os.close(reader)
+            try:
+                # restore_signals=False: SIGPIPE stays ignored, as Python has it, so write(2) says EPIPE.
+                p = subprocess.run([BIN, "--path", self.path, "batch", "--out", "/proc/self/fd/1"], stdout=writer,
+                                   stderr=subprocess.PIPE, text=True, timeout=60, restore_signals=False)
+            finally:
+                os.close(writer)
+            self.assertEqual(p.returncode, EXIT_IO, p.stderr)
+            self.assertIn("cannot write '/proc/self/fd/1': Broken pipe", p.stderr)
+            return
+        for args in (["batch"], ["sample", "0"], ["fetch"]):
+            self.fails(EXIT_IO, f"cannot write '{node}': No space left on device: free space or choose another --out",
+                       *args, "--out", node)
+            self.assertTrue(stat.S_ISCHR(os.lstat(node).st_mode), "the device node was replaced")
+
+    def test_disk_full(self):
+        with full_disk(self.dir) as (directory, limit):
+            for args, name in ((["batch", "--feature", "patches"], "old.npy"), (["sample", "0"], "old.npz"),
+                               (["fetch"], "old.npz")):
+                out = os.path.join(directory, name)
+                self.fails(EXIT_IO, f"cannot write '{out}': ", *args, "--out", out, preexec_fn=limit)
+                self.fails(EXIT_IO, ": free space or choose another --out", *args, "--out", out, preexec_fn=limit)
+                with open(out, "rb") as f:
+                    self.assertEqual(f.read(), b"old", "a failed write changed the existing file")
+            self.assertEqual([n for n in os.listdir(directory) if ".partial-" in n], [])
+
+    def test_out_directories(self):
+        missing = os.path.join(self.dir, "missing", "x.npy")
+        self.fails(EXIT_NOT_FOUND, f"directory '{os.path.dirname(missing)}' does not exist", "batch", "--out", missing)
+        locked = os.path.join(self.dir, "locked")
+        os.mkdir(locked, 0o555)
+        os.chmod(locked, 0o555)
+        user = 65534 if os.geteuid() == 0 else None  # root writes anywhere: run as nobody
+        for args, name in ((["batch"], "x.npy"), (["sample", "0"], "x.npz"), (["fetch"], "x.npz")):
+            out = os.path.join(locked, name)
+            self.fails(EXIT_IO, f"cannot write '{out}': directory '{locked}' is not writable (Permission denied): "
+                       "choose another --out", *args, "--out", out, user=user)
 
 
 class BadFiles(unittest.TestCase):

@@ -1,14 +1,24 @@
 // Tests of the query library: numpy index semantics (checked against numpy itself), the
-// tree drawing, .npy/.npz output (loaded by numpy), and verify's findings on stores broken
-// on purpose (written by the h5py reference writer, tests/python/fstore_ref/store.py).
+// tree drawing, .npy/.npz output (loaded by numpy; devices, FIFOs, symlinks, full disks),
+// and verify's findings on stores broken on purpose (written by the h5py reference writer,
+// tests/python/fstore_ref/store.py).
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -19,6 +29,7 @@
 #include "fstore/half.hpp"
 #include "fstore/npy.hpp"
 #include "fstore/query.hpp"
+#include "../common/child_process.hpp"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -71,6 +82,21 @@ fs::path write_reference_store(const TempDir& dir, const std::string& name, cons
     return path;
 }
 
+// What `call` throws: its exit code and message (ExitCode::ok and "" when it throws nothing).
+struct Thrown {
+    fstore::ExitCode code = fstore::ExitCode::ok;
+    std::string message;
+};
+template <class Call>
+Thrown thrown_by(Call&& call) {
+    try {
+        call();
+    } catch (const fstore::Error& e) {
+        return {e.exit_code(), e.what()};
+    }
+    return {};
+}
+
 std::string slice_text(const fstore::Slice& s) {
     auto part = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string(); };
     return part(s.start) + ":" + part(s.stop) + ":" + part(s.step);
@@ -86,7 +112,11 @@ TEST(IndexSelection, ParsesIndicesAndSlices) {
 
     const auto list = fstore::parse_index_selection({"3", "-1", "0"});
     ASSERT_EQ(list.kind, fstore::IndexSelection::Kind::list);
-    EXPECT_EQ(list.indices, (std::vector<std::int64_t>{3, -1, 0}));
+    ASSERT_EQ(list.indices.size(), 3u);
+    EXPECT_EQ(list.indices[0].value, 3);
+    EXPECT_EQ(list.indices[1].value, -1);
+    EXPECT_EQ(list.indices[2].value, 0);
+    EXPECT_EQ(list.indices[1].text, "-1");
 
     const auto s = fstore::parse_index_selection({"-5:"});
     ASSERT_EQ(s.kind, fstore::IndexSelection::Kind::slice);
@@ -121,6 +151,69 @@ TEST(IndexSelection, OutOfRangeNamesTheValidRange) {
     EXPECT_THROW(fstore::normalize_index(0, 0, "x"), fstore::UsageError);
     const auto list = fstore::parse_index_selection({"0", "12"});
     EXPECT_THROW(fstore::resolve_selection(list, 12, "x"), fstore::UsageError);
+}
+
+// An index past the int64 range is out of range like any other, and the message quotes
+// what was typed, not the saturated value; `sample` and `batch --idx` say the same.
+TEST(IndexSelection, HugeIndicesAreOutOfRangeAsTyped) {
+    for (const std::string typed : {"99999999999999999999", "-99999999999999999999"}) {
+        const auto listed = thrown_by(
+            [&] { fstore::resolve_selection(fstore::parse_index_selection({typed}), 9, "split 'val'"); });
+        EXPECT_EQ(listed.code, fstore::ExitCode::usage);
+        EXPECT_EQ(listed.message, "index " + typed + " is out of range for split 'val' (9 rows): use -9..8");
+        const auto sampled =
+            thrown_by([&] { fstore::normalize_index(fstore::parse_index(typed, "index"), 49, "the store"); });
+        EXPECT_EQ(sampled.code, fstore::ExitCode::usage);
+        EXPECT_EQ(sampled.message, "index " + typed + " is out of range for the store (49 rows): use -49..48");
+    }
+    EXPECT_EQ(fstore::parse_index("-3", "index").value, -3);
+    const auto bad = thrown_by([] { fstore::parse_index("3x", "index"); });
+    EXPECT_EQ(bad.code, fstore::ExitCode::usage);
+    EXPECT_THAT(bad.message, HasSubstr("bad index value '3x'"));
+}
+
+// Slice parts past the int64 range clamp as numpy's (unbounded) integers do, and a huge
+// step does not overflow while walking the rows.
+TEST(IndexSelection, HugeSlicePartsMatchNumpy) {
+    TempDir dir;
+    const std::string huge = "99999999999999999999";
+    const std::vector<std::string> slices = {"0:" + huge,        "::" + huge,     "::-" + huge, "-" + huge + ":",
+                                             "5::" + huge,       "-2::-" + huge, "-" + huge + ":" + huge + ":3",
+                                             huge + ":-" + huge + ":-1"};
+    std::string script = "import json, numpy as np\nprint(json.dumps([np.arange(7)[slice(*[int(p) if p else None for p in s.split(':')])].tolist() for s in [";
+    for (const auto& s : slices) script += "'" + s + "', ";
+    script += "]]))\n";
+    const auto expected = nlohmann::json::parse(run_python(dir, script));
+    ASSERT_EQ(expected.size(), slices.size());
+    for (std::size_t i = 0; i < slices.size(); ++i) {
+        const auto got = fstore::resolve_selection(fstore::parse_index_selection({slices[i]}), 7, "x");
+        EXPECT_EQ(nlohmann::json(got), expected[i]) << slices[i];
+    }
+}
+
+// CLI11 hands an option that needs a value the next option ("--idx --json"): the message
+// says so instead of calling "--json" a bad index.
+TEST(IndexSelection, AnOptionTakenAsAValueIsNamed) {
+    EXPECT_EQ(thrown_by([] { fstore::parse_index_selection({"--json"}); }).message,
+              "--idx needs values (got option '--json')");
+    EXPECT_EQ(thrown_by([] { fstore::parse_count("--json", "--max-templates"); }).message,
+              "--max-templates needs a value (got option '--json')");
+}
+
+TEST(Numbers, CountsAreWholeNumbersZeroOrMore) {
+    EXPECT_EQ(fstore::parse_count("0", "--max-templates"), 0);
+    EXPECT_EQ(fstore::parse_count("12", "--max-templates"), 12);
+    EXPECT_EQ(fstore::parse_count("99999999999999999999", "--max-templates"), INT64_MAX);  // "all"
+    for (const std::string negative : {"-1", "-99999999999999999999"}) {
+        const auto t = thrown_by([&] { fstore::parse_count(negative, "--max-templates"); });
+        EXPECT_EQ(t.code, fstore::ExitCode::usage);
+        EXPECT_EQ(t.message, "--max-templates must be 0 or more") << negative;
+    }
+    for (const std::string bad : {"", "abc", "+3", " 3", "1.5"}) {
+        const auto t = thrown_by([&] { fstore::parse_count(bad, "--max-templates"); });
+        EXPECT_EQ(t.code, fstore::ExitCode::usage) << bad;
+        EXPECT_THAT(t.message, HasSubstr("bad --max-templates value '" + bad + "'"));
+    }
 }
 
 // Every slice over a grid of lengths and bounds, compared with numpy's own result.
@@ -289,6 +382,235 @@ TEST(Npy, MissingDirectoryIsNotFound) {
     EXPECT_THROW(fstore::npy::write_npy(dir.path() / "no" / "a.npy", make_array(fstore::DType::f16, {1})),
                  fstore::NotFoundError);
     EXPECT_THROW(fstore::npy::write_npz(dir.path() / "no" / "a.npz", {}), fstore::NotFoundError);
+    EXPECT_THROW(fstore::npy::check_output_path(dir.path() / "no" / "a.npz", fstore::npy::FileFormat::npz),
+                 fstore::NotFoundError);
+}
+
+namespace {
+
+std::vector<std::string> partial_files(const fs::path& dir) {
+    std::vector<std::string> found;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+        if (entry.path().filename().string().find(".partial-") != std::string::npos) found.push_back(entry.path());
+    }
+    return found;
+}
+
+fs::perms permissions_of(const fs::path& path) { return fs::status(path).permissions() & fs::perms::mask; }
+
+std::string read_descriptor(int fd) {
+    std::string bytes;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) bytes.append(buffer, static_cast<std::size_t>(n));
+    return bytes;
+}
+
+}  // namespace
+
+// --out names: empty, an option CLI11 took as the value, a directory, the wrong extension.
+// A target that exists and is not a regular file may have any name.
+TEST(Npy, OutNamesAreChecked) {
+    using fstore::npy::FileFormat;
+    TempDir dir;
+    EXPECT_EQ(thrown_by([] { fstore::npy::check_output_path("", FileFormat::npy); }).message,
+              "--out needs a file name");
+    EXPECT_EQ(thrown_by([] { fstore::npy::check_output_path("--json", FileFormat::npz); }).message,
+              "--out needs a file name (got option '--json')");
+    const auto wrong_npy = thrown_by([&] { fstore::npy::write_npy(dir.path() / "x.txt", make_array(fstore::DType::f16, {2})); });
+    EXPECT_EQ(wrong_npy.code, fstore::ExitCode::usage);
+    EXPECT_THAT(wrong_npy.message, HasSubstr("must end in .npy"));
+    const auto wrong_npz = thrown_by([&] { fstore::npy::write_npz(dir.path() / "s.npy", {}); });
+    EXPECT_EQ(wrong_npz.code, fstore::ExitCode::usage);
+    EXPECT_THAT(wrong_npz.message, HasSubstr("must end in .npz"));
+    const auto directory = thrown_by([&] { fstore::npy::check_output_path(dir.path(), FileFormat::npy); });
+    EXPECT_EQ(directory.code, fstore::ExitCode::usage);
+    EXPECT_THAT(directory.message, HasSubstr("it is a directory"));
+    EXPECT_TRUE(fs::is_empty(dir.path())) << "a refused name created a file";
+
+    const auto fifo = dir.path() / "out.fifo";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    EXPECT_NO_THROW(fstore::npy::check_output_path(fifo, FileFormat::npy));
+    EXPECT_NO_THROW(fstore::npy::check_output_path(fifo, FileFormat::npz));
+    // What /dev/stdout is, without touching it: a link to this process's descriptor.
+    fs::create_symlink("/proc/self/fd/1", dir.path() / "stdout");
+    EXPECT_NO_THROW(fstore::npy::check_output_path(dir.path() / "stdout", FileFormat::npz));
+}
+
+// An existing file is replaced through its symlink: the link stays a link, its target gets
+// the new bytes and keeps its mode; a dangling link creates its target; a new file gets
+// the usual 0666 & ~umask, not a temporary file's 0600.
+TEST(Npy, ReplacesTheFileBehindASymlinkKeepingItsMode) {
+    TempDir dir;
+    const auto array = make_array(fstore::DType::f16, {3, 5});
+    fstore::npy::write_npy(dir.path() / "expected.npy", array);
+    const auto real = dir.path() / "real.npy";
+    const auto link = dir.path() / "link.npy";
+    std::ofstream(real) << "old";
+    const auto mode_640 = fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read;
+    fs::permissions(real, mode_640);
+    fs::create_symlink("real.npy", link);
+
+    fstore::npy::write_npy(link, array);
+    ASSERT_TRUE(fs::is_symlink(fs::symlink_status(link)));
+    EXPECT_EQ(fs::read_symlink(link), fs::path("real.npy"));
+    EXPECT_EQ(read_file(real), read_file(dir.path() / "expected.npy"));
+    EXPECT_EQ(permissions_of(real), mode_640);
+
+    const auto dangling = dir.path() / "dangling.npz";
+    fs::create_symlink("created.npz", dangling);
+    fstore::npy::write_npz(dangling, {{"a", array}});
+    EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dangling)));
+    EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(dir.path() / "created.npz")));
+    const mode_t umask_now = ::umask(0);
+    ::umask(umask_now);
+    EXPECT_EQ(permissions_of(dir.path() / "created.npz"), static_cast<fs::perms>(0666 & ~umask_now));
+    EXPECT_THAT(partial_files(dir.path()), ::testing::IsEmpty());
+}
+
+// A FIFO is written in place, never replaced by a regular file. Its reader is open before
+// the writers (so they do not block) and the output fits the pipe buffer; had a writer
+// replaced the FIFO, this reader would see nothing.
+TEST(Npy, WritesIntoAFifoInPlace) {
+    TempDir dir;
+    const auto fifo = dir.path() / "out.fifo";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    ASSERT_GE(reader, 0);
+    const auto array = make_array(fstore::DType::f32, {2, 3});
+    fstore::npy::write_npy(fifo, array);
+    fstore::npy::write_npz(fifo, {{"a", array}});
+    const std::string got = read_descriptor(reader);
+    ::close(reader);
+    struct stat after {};
+    ASSERT_EQ(::lstat(fifo.c_str(), &after), 0);
+    EXPECT_TRUE(S_ISFIFO(after.st_mode));
+
+    fstore::npy::write_npy(dir.path() / "same.npy", array);
+    fstore::npy::write_npz(dir.path() / "same.npz", {{"a", array}});
+    const auto npy = read_file(dir.path() / "same.npy");
+    const auto npz = read_file(dir.path() / "same.npz");
+    ASSERT_EQ(got.size(), npy.size() + npz.size());
+    EXPECT_EQ(got.substr(0, npy.size()), npy);
+    // The zip's member times may differ by a tick: compare everything but the archive bytes.
+    EXPECT_EQ(got.substr(npy.size(), 4), "PK\x03\x04");
+    EXPECT_NE(got.find(npy, npy.size()), std::string::npos) << "the npz member is not the same .npy";
+}
+
+// /proc/self/fd/N and /dev/fd/N (where /dev/stdout leads) are written through the
+// descriptor itself; when the pipe's reader has gone, the write fails (EPIPE; SIGPIPE is
+// ignored in the child) instead of being reported as written.
+TEST(Npy, WritesIntoOwnDescriptorsAndReportsTheirErrors) {
+    TempDir dir;
+    const auto array = make_array(fstore::DType::i64, {4});
+    fstore::npy::write_npy(dir.path() / "same.npy", array);
+    for (const std::string prefix : {"/proc/self/fd/", "/dev/fd/"}) {
+        int ends[2];
+        ASSERT_EQ(::pipe(ends), 0);
+        fstore::npy::write_npy(prefix + std::to_string(ends[1]), array);
+        ::close(ends[1]);
+        EXPECT_EQ(read_descriptor(ends[0]), read_file(dir.path() / "same.npy")) << prefix;
+        ::close(ends[0]);
+    }
+    int ends[2];
+    ASSERT_EQ(::pipe(ends), 0);
+    ::close(ends[0]);
+    const std::string target = "/proc/self/fd/" + std::to_string(ends[1]);
+    const auto outcome = fstore::test::run_in_child([&] {
+        ::signal(SIGPIPE, SIG_IGN);
+        fstore::npy::write_npy(target, array);
+    });
+    ::close(ends[1]);
+    EXPECT_EQ(outcome.exit_code, static_cast<int>(fstore::ExitCode::io)) << outcome.message;
+    EXPECT_EQ(outcome.message, "cannot write '" + target + "': Broken pipe: check the device or choose another --out");
+}
+
+// A device that refuses writes (ENOSPC) fails with exit 10 and stays a device. The device
+// is a private node of /dev/full's (1, 7) in a scratch directory, so a wrong writer could
+// only replace that node, never /dev/full. Creating it needs CAP_MKNOD; without it the
+// same is checked on a FIFO whose reader leaves without reading: the output is larger
+// than the pipe buffer, so the writer always ends in EPIPE.
+TEST(Npy, WriteErrorOnADeviceIsAnIoErrorAndKeepsTheDevice) {
+    TempDir dir;
+    const auto target = dir.path() / "full";
+    const bool device = ::mknod(target.c_str(), S_IFCHR | 0666, makedev(1, 7)) == 0;
+    if (!device) {
+        std::cerr << "no CAP_MKNOD (" << std::strerror(errno) << "): checking a FIFO whose reader leaves instead\n";
+        ASSERT_EQ(::mkfifo(target.c_str(), 0600), 0);
+    }
+    const auto array = make_array(fstore::DType::f32, {128, 256});  // 128 KiB: twice the pipe buffer
+    for (const bool npz : {false, true}) {
+        const auto outcome = fstore::test::run_in_child([&] {
+            ::signal(SIGPIPE, SIG_IGN);
+            std::thread leaving_reader;
+            if (!device) {
+                leaving_reader = std::thread([&] {
+                    const int fd = ::open(target.c_str(), O_RDONLY);  // waits for the writer
+                    if (fd >= 0) ::close(fd);
+                });
+            }
+            try {
+                if (npz) fstore::npy::write_npz(target, {{"a", array}});
+                else fstore::npy::write_npy(target, array);
+            } catch (...) {
+                if (leaving_reader.joinable()) leaving_reader.join();
+                throw;
+            }
+            if (leaving_reader.joinable()) leaving_reader.join();
+        });
+        EXPECT_EQ(outcome.exit_code, static_cast<int>(fstore::ExitCode::io)) << outcome.message;
+        EXPECT_THAT(outcome.message, HasSubstr(device ? "No space left on device: free space or choose another --out"
+                                                      : "Broken pipe"));
+        struct stat after {};
+        ASSERT_EQ(::lstat(target.c_str(), &after), 0);
+        EXPECT_TRUE(device ? S_ISCHR(after.st_mode) : S_ISFIFO(after.st_mode)) << "the target was replaced";
+    }
+}
+
+// A full disk (here: a file-size limit, in a child) is an I/O error naming the file, not a
+// data error; the existing file keeps its bytes and no temporary file is left behind.
+TEST(Npy, DiskFullIsAnIoErrorAndKeepsTheOldFile) {
+    TempDir dir;
+    const auto npy = dir.path() / "x.npy";
+    const auto npz = dir.path() / "x.npz";
+    std::ofstream(npy) << "old npy";
+    std::ofstream(npz) << "old npz";
+    const auto big = make_array(fstore::DType::f32, {64, 64});  // 16 KiB
+    const auto npy_outcome = fstore::test::run_under_file_limit(4096, [&] { fstore::npy::write_npy(npy, big); });
+    EXPECT_EQ(npy_outcome.exit_code, static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(npy_outcome.message, "cannot write '" + npy.string() + "': File too large: free space or choose another --out");
+    const auto npz_outcome =
+        fstore::test::run_under_file_limit(4096, [&] { fstore::npy::write_npz(npz, {{"big", big}}); });
+    EXPECT_EQ(npz_outcome.exit_code, static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(npz_outcome.message, "cannot write '" + npz.string() + "': File too large: free space or choose another --out");
+    EXPECT_EQ(read_file(npy), "old npy");
+    EXPECT_EQ(read_file(npz), "old npz");
+    EXPECT_THAT(partial_files(dir.path()), ::testing::IsEmpty());
+}
+
+// A directory the user may not write to is an I/O error that names the directory, in
+// fstore's words for both writers (libzip's "Failure to create temporary file" used to leak
+// through). Root writes anywhere, so the child drops to nobody first.
+TEST(Npy, UnwritableDirectoryIsAnIoErrorNamingIt) {
+    TempDir dir;
+    const auto locked = dir.path() / "locked";
+    fs::create_directory(locked);
+    const auto read_and_search = fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                                 fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec;
+    fs::permissions(dir.path(), read_and_search | fs::perms::owner_write);
+    fs::permissions(locked, read_and_search);
+    const auto array = make_array(fstore::DType::f16, {2});
+    for (const std::string name : {"x.npy", "x.npz"}) {
+        const auto outcome = fstore::test::run_in_child([&] {
+            if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+                throw std::runtime_error("cannot drop root privileges");
+            }
+            if (name == "x.npy") fstore::npy::write_npy(locked / name, array);
+            else fstore::npy::write_npz(locked / name, {{"a", array}});
+        });
+        EXPECT_EQ(outcome.exit_code, static_cast<int>(fstore::ExitCode::io)) << outcome.message;
+        EXPECT_EQ(outcome.message, "cannot write '" + (locked / name).string() + "': directory '" + locked.string() +
+                                       "' is not writable (Permission denied): choose another --out");
+    }
 }
 
 // ---- queries on a reference store -----------------------------------------------------------
@@ -351,6 +673,51 @@ TEST(Query, FetchFiltersAndConceptList) {
     const auto label = fstore::fetch(store, tokens, false);
     ASSERT_EQ(label.templates.size(), 1u);
     EXPECT_EQ(label.templates[0].shape, (std::vector<std::int64_t>{8, 6, 8}));
+}
+
+// --concept-list on a selection without concept templates is refused, as with --label,
+// instead of being ignored; next to a concept template it applies to that one.
+TEST(Query, ConceptListNeedsAConceptTemplate) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5");
+    const auto store = fstore::FeatureStore::open(path);
+    fstore::FetchRequest labels_only;
+    labels_only.template_ids = {"label_prompts_t01"};
+    labels_only.concept_list = {"Pale cytoplasm"};
+    const auto refused = thrown_by([&] { fstore::fetch(store, labels_only, false); });
+    EXPECT_EQ(refused.code, fstore::ExitCode::usage);
+    EXPECT_EQ(refused.message,
+              "--concept-list selects rows of concept templates, but the selection holds none (label_prompts_t01): "
+              "drop --concept-list or select a concept template");
+
+    fstore::FetchRequest mixed = labels_only;
+    mixed.template_ids.push_back("concept_prompts_t02");
+    const auto result = fstore::fetch(store, mixed, false);
+    ASSERT_EQ(result.templates.size(), 2u);
+    EXPECT_EQ(result.templates[0].shape, (std::vector<std::int64_t>{1, 8}));  // concept_prompts_t02, one row
+    EXPECT_EQ(result.templates[1].shape, (std::vector<std::int64_t>{8, 8}));  // label_prompts_t01, whole
+
+    fstore::FetchRequest option_as_value;
+    option_as_value.template_ids = {"--json"};
+    EXPECT_EQ(thrown_by([&] { fstore::fetch(store, option_as_value, false); }).message,
+              "--template needs values (got option '--json')");
+}
+
+// summarize lists split counts in store order (first appearance in /split), not sorted by
+// name, in its struct and its JSON; the attribute's own key order does not matter.
+TEST(Query, SummarizeListsSplitsInStoreOrder) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5", "--train 5 --val 3 --test 2");
+    run_python(dir, "import h5py, json\nwith h5py.File('" + path.string() + "', 'r+') as f:\n"
+                    "    f.attrs['split_counts'] = json.dumps(json.loads(f.attrs['split_counts']), sort_keys=True)\n");
+    const auto summary = fstore::summarize(path);
+    const std::vector<std::pair<std::string, std::int64_t>> store_order = {{"train", 5}, {"val", 3}, {"test", 2}};
+    EXPECT_EQ(summary.split_counts, store_order);
+    std::vector<std::string> json_keys;
+    const auto json = fstore::to_json(summary);
+    for (const auto& item : json["split_counts"].items()) json_keys.push_back(item.key());
+    EXPECT_EQ(json_keys, (std::vector<std::string>{"train", "val", "test"}));
+    EXPECT_EQ(thrown_by([&] { fstore::summarize(path, -1); }).message, "--max-templates must be 0 or more");
 }
 
 // ---- verify ---------------------------------------------------------------------------------

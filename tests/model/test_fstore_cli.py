@@ -5,6 +5,8 @@ fstore's text/image CLS and token outputs equal the same archive run from Python
 import hashlib
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,8 +31,14 @@ def check(cond, what):
         failures.append(what)
 
 
-def run(*args):
-    return subprocess.run([fstore, *args], capture_output=True, text=True)
+def run(*args, **kwargs):
+    return subprocess.run([fstore, *args], capture_output=True, text=True, **kwargs)
+
+
+def full_disk():
+    """preexec_fn: files may not grow past 256 bytes, as on a full disk (EFBIG, no SIGXFSZ)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))
 
 
 def extras(path):
@@ -120,10 +128,23 @@ with tempfile.TemporaryDirectory() as tmp:
             (["embed", "--model", tiny, "--image", os.path.join(tmp, "missing.png")], 3, "missing.png"),
             (["embed", "--model", tiny, "--image", not_zip], 7, "cannot decode"),
             (["model-info", "--model", tiny, "--device", "tpu"], 2, "--device"),
+            # --out is checked as fstore-access's: a name, the .npz extension, its directory
+            (["embed", "--model", tiny, "--text", "a", "--out", ""], 2, "--out needs a file name"),
+            (["embed", "--model", tiny, "--text", "a", "--out", os.path.join(tmp, "e.npy")], 2, "must end in .npz"),
+            (["embed", "--model", tiny, "--text", "a", "--out", os.path.join(tmp, "no", "e.npz")], 3, "does not exist"),
     ):
         r = run(*args)
         lines = r.stderr.strip().splitlines()
         check(r.returncode == code and len(lines) == 1 and text in r.stderr,
               f"{' '.join(args[:1] + args[-2:])}: exit {r.returncode} (want {code}), stderr {lines}")
+
+    # A full disk (here: a file-size limit) is an I/O error (10), not a data error (7).
+    full = os.path.join(tmp, "full.npz")
+    r = run("embed", "--model", tiny, "--device", "cpu", "--text", "a", "--out", full, preexec_fn=full_disk)
+    lines = r.stderr.strip().splitlines()
+    check(r.returncode == 10 and len(lines) == 1 and f"cannot write '{full}'" in r.stderr
+          and "free space or choose another --out" in r.stderr and not os.path.exists(full)
+          and not [n for n in os.listdir(tmp) if ".partial-" in n],
+          f"embed --out on a full disk: exit {r.returncode} (want 10), stderr {lines}")
 
 sys.exit(1 if failures else 0)

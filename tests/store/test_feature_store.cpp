@@ -1,13 +1,10 @@
 // FeatureStore API tests on small stores (D=8, T_img=5).
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -21,10 +18,12 @@
 #include "fstore/h5.hpp"
 #include "fstore/half.hpp"
 #include "fstore/lzf_filter.hpp"
+#include "../common/child_process.hpp"
 
 namespace fs = std::filesystem;
 using fstore::Column;
 using fstore::FeatureStore;
+using fstore::test::exit_code_under_file_limit;
 using ::testing::HasSubstr;
 
 namespace {
@@ -421,29 +420,6 @@ TEST_F(StoreTest, RefusesToRepairLostTokenFeaturesAndKeepsRows) {
     fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
     EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "image_features"))[0], 5u);
     EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "ids"))[0], 5u);
-}
-
-// Runs `change` in a forked child whose files may not grow past `limit` bytes, as on a full
-// disk (write(2) fails with EFBIG); returns the child's exit code: 0, or the code of the
-// fstore::Error it threw. -1 when the child died of a signal.
-static int exit_code_under_file_limit(std::uintmax_t limit, const std::function<void()>& change) {
-    const pid_t child = ::fork();
-    if (child < 0) return -2;
-    if (child == 0) {
-        ::signal(SIGXFSZ, SIG_IGN);  // get EFBIG from write(2) instead of being killed
-        struct rlimit rl {};
-        rl.rlim_cur = rl.rlim_max = static_cast<rlim_t>(limit);
-        ::setrlimit(RLIMIT_FSIZE, &rl);
-        try {
-            change();
-            ::_exit(0);
-        } catch (const fstore::Error& e) {
-            ::_exit(static_cast<int>(e.exit_code()));
-        }
-    }
-    int status = 0;
-    if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
-    return WEXITSTATUS(status);
 }
 
 // A write the file system refuses (here: over RLIMIT_FSIZE, as a full disk would) is an I/O

@@ -579,8 +579,7 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
                              fapl.valid() ? fapl.get() : H5P_DEFAULT);
     if (id >= 0) return h5::File(id);
 
-    const bool locked = h5::last_error_is_lock();
-    const std::string reason = h5::last_error();
+    const h5::Failure failure = h5::last_failure();
     // Format first: a file that is not HDF5 is never a locked store, whatever HDF5's error
     // stack says about the failed open.
     if (H5Fis_hdf5(path.c_str()) <= 0) {
@@ -590,10 +589,13 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
         throw FormatError(quoted(path) +
                           " is not an HDF5 file: pass the path of a store written by fstore build");
     }
-    if (locked && !writable)
+    if (failure.truncated)
+        throw FormatError(quoted(path) + " is truncated or corrupt (HDF5 end-of-file mismatch): "
+                          "restore it from a copy or rebuild it");
+    if (failure.lock && !writable)
         throw LockedError("store " + quoted(path) +
                           " is being written by another process; wait for it to finish");
-    if (locked)
+    if (failure.lock)
         throw LockedError("store " + quoted(path) +
                           " is open in another process (a writer, or readers); wait for it to "
                           "finish before writing");
@@ -601,7 +603,7 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
         throw NotFoundError("store " + quoted(path) +
                             " is not writable: check its permissions or open it read-only");
     throw FormatError("cannot open store " + quoted(path) + ": " +
-                      (reason.empty() ? "HDF5 refused it" : reason) +
+                      (failure.reason.empty() ? "HDF5 refused it" : failure.reason) +
                       "; check that the file is complete");
 }
 
@@ -695,7 +697,7 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
             impl.layout = layout;
             const hid_t id = H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
             if (id < 0)
-                throw NotFoundError("cannot create store " + quoted(path) + ": " + h5::last_error() +
+                throw NotFoundError("cannot create store " + quoted(path) + ": " + h5::last_failure().reason +
                                     "; check that its directory is writable");
             impl.file = h5::File(id);
             try {

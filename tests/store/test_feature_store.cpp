@@ -549,6 +549,24 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
     EXPECT_THROW(FeatureStore::open_or_create(dir_ / "no" / "such" / "dir.h5", {D, T}), fstore::NotFoundError);
 }
 
+// A store cut short (a partial copy, a full disk under another tool) is named truncated or
+// corrupt (exit 4), without HDF5's "eof = ..., sblock->base_addr = ..." values.
+TEST_F(StoreTest, TruncatedStoreSaysSoWithoutHdf5Internals) {
+    { make_store(40, 5); }
+    fs::resize_file(path_, fs::file_size(path_) / 2);
+    const std::string expected = "'" + path_.string() +
+                                 "' is truncated or corrupt (HDF5 end-of-file mismatch): restore it from a "
+                                 "copy or rebuild it";
+    for (const auto access : {FeatureStore::Access::read_only, FeatureStore::Access::read_write}) {
+        try {
+            FeatureStore::open(path_, access);
+            ADD_FAILURE() << "a truncated store opened";
+        } catch (const fstore::FormatError& e) {
+            EXPECT_EQ(e.what(), expected);
+        }
+    }
+}
+
 TEST_F(StoreTest, LockedWhileAnotherProcessWrites) {
     { make_store(2, 0); }
     int ready[2], release[2];

@@ -161,10 +161,11 @@ struct BuildArgs {
     CLI::App* add_to(CLI::App& app) {
         auto* cmd = app.add_subcommand("build", "Encode prompts and images into a feature store (resumable)");
         cmd->fallthrough();  // `fstore build --log-level info` reaches the global option
-        cmd->add_flag("--run-text", run_text, "run the text stage (neither --run-* given: both stages)");
-        cmd->add_flag("--run-image", run_image, "run the image stage");
-        cmd->add_flag("--skip-text", skip_text, "skip the text stage (the reference's spelling)");
-        cmd->add_flag("--skip-image", skip_image, "skip the image stage");
+        auto* run_text_flag =
+            cmd->add_flag("--run-text", run_text, "run the text stage (neither --run-* given: both stages)");
+        auto* run_image_flag = cmd->add_flag("--run-image", run_image, "run the image stage");
+        cmd->add_flag("--skip-text", skip_text, "skip the text stage (the reference's spelling)")->excludes(run_text_flag);
+        cmd->add_flag("--skip-image", skip_image, "skip the image stage")->excludes(run_image_flag);
         cmd->add_option("--h5,--output-path", h5, "store to create or resume")->capture_default_str();
         model.add_to(*cmd);
         cmd->add_option("--dataset", dataset, "MedMNIST dataset name (file {name}[_{size}].npz)")->capture_default_str();
@@ -248,28 +249,14 @@ static void keep_freed_memory_for_reuse() {
 
 int main(int argc, char** argv) {
     keep_freed_memory_for_reuse();
-    CLI::App app{"fstore: encode images and prompts with a CLIP-family TorchScript model"};
+    CLI::App app{"fstore: encode images and prompts with a CLIP-family TorchScript model", "fstore"};
+    fstore::cli::apply_conventions(app);
     app.require_subcommand(1);
-    app.footer(R"(Examples:
-  fstore build --model models/conceptclip.pt --download           # BloodMNIST 224 px, both stages
-  fstore build --run-text --prompts my_prompts.json --h5 features.h5
-  fstore build --images cells/ --labels cells.csv --h5 cells.h5   # any image folder
-  fstore build --device cuda --precision fp16 --batch-size 128
-  fstore model-info --model models/tiny.pt --json
-  fstore embed --model models/tiny.pt --text "a bloodcell of platelet" --image cell.png --out e.npz
-
-Exit codes: 0 ok, 2 bad arguments, 3 file not found, 4 bad format (npz, JSON, CSV, store),
-5 store locked by another writer, 6 model archive problem, 7 dataset content problem,
-8 resume refused (store built with another model/dataset/size/prompts), 9 download failed,
-10 I/O error (disk full: the store keeps its last commit), 70 internal error, 130 interrupted (the last whole batch is committed; rerun to resume).)");
     std::string log_level = "warn";
     app.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
 
-    ModelArgs info_args;
-    bool as_json = false;
-    auto* info = app.add_subcommand("model-info", "Load and check a model archive; print its config and scalars");
-    info_args.add_to(*info);
-    info->add_flag("--json", as_json, "print one JSON object");
+    BuildArgs build_args;
+    auto* build = build_args.add_to(app);
 
     ModelArgs embed_args;
     fstore::EmbedRequest request;
@@ -282,17 +269,29 @@ Exit codes: 0 ok, 2 bad arguments, 3 file not found, 4 bad format (npz, JSON, CS
     emb->add_option("--dtype", dtype, "float32 | float16 output")->capture_default_str()
         ->check(CLI::IsMember({"float32", "float16"}));
 
-    BuildArgs build_args;
-    auto* build = build_args.add_to(app);
+    ModelArgs info_args;
+    bool info_json = false;
+    auto* info = app.add_subcommand("model-info", "Load and check a model archive; print its config and scalars");
+    info_args.add_to(*info);
+    info->add_flag("--json", info_json, "print one JSON object");
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? 0 : static_cast<int>(fstore::ExitCode::usage);
-    }
+    fstore::cli::set_help_footers(app, {
+        "fstore build --model models/conceptclip.pt --download           # BloodMNIST 224 px, both stages",
+        "fstore build --run-text --prompts my_prompts.json --h5 features.h5",
+        "fstore build --images cells/ --labels cells.csv --h5 cells.h5   # any image folder",
+        "fstore build --device cuda --precision fp16 --batch-size 128",
+        "fstore model-info --model models/tiny.pt --json",
+        "fstore embed --model models/tiny.pt --text \"a bloodcell of platelet\" --image cell.png --out e.npz",
+    }, R"(Exit codes: 0 ok, 2 bad arguments, 3 file not found, 4 bad format (npz, JSON, CSV, store),
+5 store locked by another writer, 6 model archive problem, 7 dataset content problem,
+8 resume refused (store built with another model/dataset/size/prompts), 9 download failed,
+10 I/O error (disk full, store not writable: the store keeps its last commit), 70 internal error,
+130 interrupted (the last whole batch is committed; rerun to resume).)");
+
+    if (const auto exit_code = fstore::cli::parse(app, argc, argv, std::cout, std::cerr)) return *exit_code;
     return fstore::run_guarded([&] {
-        fstore::configure_logging(log_level);
-        if (info->parsed()) return model_info(info_args, as_json);
+        fstore::configure_logging("fstore", log_level);
+        if (info->parsed()) return model_info(info_args, info_json);
         if (build->parsed()) return build_args.run(argc, argv);
         request.type = dtype == "float16" ? fstore::OutputType::float16 : fstore::OutputType::float32;
         return embed(embed_args, request, out);

@@ -2,6 +2,7 @@
 // subcommands plus `verify`). Parsing and printing only; the work is in fstore/query.hpp.
 #include <cstdint>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -194,16 +195,17 @@ int main(int argc, char** argv) {
 
     auto* summarize = app.add_subcommand(
         "summarize", "Shape of image_features, first ids, split counts, first templates and a tree of the file");
-    summarize->add_option("--max-templates", o.max_templates, "How many template ids to list")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    fstore::cli::add_integer(*summarize, "--max-templates", o.max_templates, "How many template ids to list", 0);
     add_json(summarize);
 
     auto* templates = app.add_subcommand("templates", "List the stored template ids, sorted");
     add_json(templates);
 
     auto* sample = app.add_subcommand("sample", "Id, label, split and feature shapes of one row");
-    sample->add_option("index", o.index, "Row number; negative counts from the end (-1 = last)")->required();
+    fstore::cli::add_integer(*sample, "index", o.index, "Row number; negative counts from the end (-1 = last)",
+                             std::numeric_limits<std::int64_t>::min())
+        ->required()
+        ->default_str("");
     sample->add_option("--out", o.out, "Also write the row's features to FILE.npz (image_feature, image_token_feature)");
     add_json(sample);
 

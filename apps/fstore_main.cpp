@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@
 
 namespace {
 
+// More threads than this is a typo, not a machine: refuse it before starting them.
+constexpr int max_threads = 1024;
+
 struct ModelArgs {
     std::string model = "models/conceptclip.pt";
     std::string device = "auto";
@@ -37,7 +41,7 @@ struct ModelArgs {
         app.add_option("--model", model, "TorchScript model archive (docs/model-format.md)")->capture_default_str();
         app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
         app.add_option("--precision", precision, "fp32 | fp16 | bf16 (fp16/bf16 need CUDA)")->capture_default_str();
-        app.add_option("--threads", threads, "LibTorch CPU threads (0 = all cores)")->capture_default_str();
+        fstore::cli::add_integer(app, "--threads", threads, "LibTorch CPU threads (0 = all cores)", 0, max_threads);
     }
     fstore::ClipModel load() const {
         return fstore::ClipModel::load(model, {device, fstore::parse_precision(precision), threads, true});
@@ -157,6 +161,7 @@ struct BuildArgs {
     bool no_resume = false, no_progress = false, as_json = false;
     std::string h5 = o.h5_path.string(), dataset = "bloodmnist", data_root, images, labels, prompts;
     std::vector<std::string> splits;  // not given: every split of the data
+    std::optional<std::int64_t> limit;  // not given: every sample
 
     CLI::App* add_to(CLI::App& app) {
         auto* cmd = app.add_subcommand("build", "Encode prompts and images into a feature store (resumable)");
@@ -169,7 +174,7 @@ struct BuildArgs {
         cmd->add_option("--h5,--output-path", h5, "store to create or resume")->capture_default_str();
         model.add_to(*cmd);
         cmd->add_option("--dataset", dataset, "MedMNIST dataset name (file {name}[_{size}].npz)")->capture_default_str();
-        cmd->add_option("--size,--image-size", o.size, "MedMNIST image size: 28, 64, 128 or 224")->capture_default_str();
+        fstore::cli::add_integer(*cmd, "--size,--image-size", o.size, "MedMNIST image size: 28, 64, 128 or 224", 28, 224);
         cmd->add_option("--data-root", data_root, "directory of the .npz files (default ~/.medmnist)");
         cmd->add_flag("--download", o.download, "download the .npz from MedMNIST's site if missing (MD5-checked)");
         cmd->add_option("--images", images, "custom data: folder of images (with --labels)");
@@ -179,9 +184,12 @@ struct BuildArgs {
         cmd->add_option("--splits", splits,
                         "splits to encode, in order (default: train,val,test for MedMNIST; for --images, "
                         "every split of the CSV, train/val/test first)")->delimiter(',');
-        cmd->add_option("--batch-size", o.batch_size, "images per batch (one commit each)")->capture_default_str();
-        cmd->add_option("--loader-threads", o.loader_threads, "decode/preprocess threads (0 = auto)")->capture_default_str();
-        cmd->add_option("--limit", o.limit, "encode only the first N samples of each split");
+        fstore::cli::add_integer(*cmd, "--batch-size", o.batch_size, "images per batch (one commit each)", 1);
+        fstore::cli::add_integer(*cmd, "--loader-threads", o.loader_threads, "decode/preprocess threads (0 = auto)", 0,
+                                 max_threads);
+        // Absent means every sample: BuildOptions' -1 ("all") is not a value to type.
+        fstore::cli::add_integer(*cmd, "--limit", limit, "encode only the first N samples of each split",
+                                 std::int64_t{0});
         cmd->add_flag("--no-resume", no_resume,
                       "start afresh: the image stage discards ALL image rows on disk (every split, whatever "
                       "--splits says); the text stage drops templates of another model or prompt set");
@@ -207,6 +215,7 @@ struct BuildArgs {
         o.labels_csv = labels;
         o.prompts_file = prompts;
         o.splits = splits;
+        if (limit) o.limit = *limit;
         o.resume = !no_resume;
         if (const char* delay = std::getenv("FSTORE_TEST_STEP_DELAY_MS")) {
             o.step_delay = std::chrono::milliseconds(std::atoi(delay));

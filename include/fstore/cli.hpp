@@ -10,8 +10,10 @@
 //   return fstore::run_guarded([&] { fstore::configure_logging("fstore", level); ... });
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,6 +62,42 @@ std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, std::
 // naming the subcommand being parsed when the error struck. A word where a subcommand
 // belongs reads "unknown subcommand 'x': use one of a, b, c".
 std::string usage_error_line(const CLI::App& app, const CLI::Error& error);
+
+// An integer in [min, max] written in decimal; anything else throws CLI::ValidationError
+// "<name> must be between <min> and <max>" ("<name> must be <min> or more" when `max` is
+// the type's largest value and the text is a smaller integer). Never prints a double.
+std::int64_t parse_integer(const std::string& name, const std::string& text, std::int64_t min,
+                           std::int64_t max);
+
+namespace detail {
+// Adds option `names` (its first name is the one messages use); its text goes through
+// parse_integer(min, max) while parsing and the value to `store`.
+CLI::Option* add_integer_option(CLI::App& app, const std::string& names,
+                                const std::string& description, std::int64_t min,
+                                std::int64_t max, std::function<void(std::int64_t)> store);
+}  // namespace detail
+
+// An integer option (or positional) checked by parse_integer while parsing, so that a bad
+// value is a usage error naming the option. The help shows the current value as default.
+template <class T>
+CLI::Option* add_integer(CLI::App& app, const std::string& names, T& value,
+                         const std::string& description, T min,
+                         T max = std::numeric_limits<T>::max()) {
+    return detail::add_integer_option(app, names, description, min, max,
+                                      [&value](std::int64_t v) { value = static_cast<T>(v); })
+        ->default_function([&value] { return std::to_string(value); })
+        ->capture_default_str();
+}
+
+// The same for an option whose absence means something (e.g. "no limit"): `value` stays
+// nullopt unless the option is given.
+template <class T>
+CLI::Option* add_integer(CLI::App& app, const std::string& names, std::optional<T>& value,
+                         const std::string& description, T min,
+                         T max = std::numeric_limits<T>::max()) {
+    return detail::add_integer_option(app, names, description, min, max,
+                                      [&value](std::int64_t v) { value = static_cast<T>(v); });
+}
 
 }  // namespace cli
 }  // namespace fstore

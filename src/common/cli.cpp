@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <memory>
 #include <new>
 #include <ostream>
@@ -186,5 +187,41 @@ std::string usage_error_line(const CLI::App& app, const CLI::Error& error) {
            " --help)";
 }
 
+std::int64_t parse_integer(const std::string& name, const std::string& text, std::int64_t min,
+                           std::int64_t max) {
+    const char* first = text.data();
+    const char* last = first + text.size();
+    if (first != last && *first == '+') ++first;  // from_chars takes no '+'
+    std::int64_t value = 0;
+    const auto [end, status] = std::from_chars(first, last, value);
+    const bool integer = end == last && first != last && status != std::errc::invalid_argument;
+    if (!integer) throw CLI::ValidationError(name + " must be an integer, not '" + text + "'");
+    const bool too_large = status == std::errc::result_out_of_range ? text[0] != '-' : value > max;
+    const bool too_small = status == std::errc::result_out_of_range ? text[0] == '-' : value < min;
+    if (!too_large && !too_small) return value;
+    // Options without an upper bound of their own (max is the type's) say only the lower one.
+    const bool open_ended = max == std::numeric_limits<std::int64_t>::max() ||
+                            max == std::numeric_limits<int>::max();
+    const std::string range = open_ended && too_small
+                                  ? std::to_string(min) + " or more"
+                                  : "between " + std::to_string(min) + " and " + std::to_string(max);
+    throw CLI::ValidationError(name + " must be " + range + ", not " + text);
+}
+
+namespace detail {
+
+CLI::Option* add_integer_option(CLI::App& app, const std::string& names,
+                                const std::string& description, std::int64_t min,
+                                std::int64_t max, std::function<void(std::int64_t)> store) {
+    const std::string name = names.substr(0, names.find(','));
+    CLI::callback_t parse_and_store = [name, min, max, store = std::move(store)](const CLI::results_t& results) {
+        // The multi-option policy left the value that counts last (--x 1 --x 2 means 2).
+        store(parse_integer(name, results.back(), min, max));
+        return true;
+    };
+    return app.add_option(names, parse_and_store, description)->type_name("INT");
+}
+
+}  // namespace detail
 }  // namespace cli
 }  // namespace fstore

@@ -1,5 +1,6 @@
 // The command-line conventions both tools share (fstore/cli.hpp), on a small app shaped like
-// theirs: a global option, subcommands, flags, list options, an exclusion.
+// theirs: a global option, subcommands, flags, integer options, an exclusion.
+#include <cstdint>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -20,6 +21,8 @@ struct Tool {
     CLI::App app{"tool: a test tool", "tool"};
     std::string level = "warn";
     int size = 224;
+    int batch = 64;
+    std::optional<std::int64_t> limit;
     bool json = false, concept_only = false, label_only = false;
     std::vector<std::string> texts;
     CLI::App* build = nullptr;
@@ -32,7 +35,9 @@ struct Tool {
         app.add_option("--log-level", level, "log level");
         build = app.add_subcommand("build", "Build");
         build->fallthrough();
-        build->add_option("--size,--image-size", size, "image size");
+        fstore::cli::add_integer(*build, "--size,--image-size", size, "image size", 28, 224);
+        fstore::cli::add_integer(*build, "--batch-size", batch, "images per batch", 1);
+        fstore::cli::add_integer(*build, "--limit", limit, "first N", std::int64_t{0});
         build->add_flag("--json", json, "JSON");
         build->add_option("--text", texts, "a text (repeatable)");
         fetch = app.add_subcommand("fetch", "Fetch");
@@ -89,18 +94,51 @@ TEST(CliConventions, ExcludedFlagsContradictEachOther) {
 TEST(CliConventions, LastValueWinsForOptionsAndFlags) {
     Tool tool;
     EXPECT_EQ(tool.parse({"build", "--size", "28", "--json", "--size", "64", "--json", "--log-level", "info",
-                          "--log-level", "debug"}),
+                          "--log-level", "debug", "--limit", "-5", "--limit", "3"}),
               std::nullopt)
         << tool.err;
     EXPECT_EQ(tool.size, 64);
     EXPECT_TRUE(tool.json);
     EXPECT_EQ(tool.level, "debug");
+    EXPECT_EQ(tool.limit, 3);
 }
 
 TEST(CliConventions, ListOptionsCollectEveryValue) {
     Tool tool;
     ASSERT_EQ(tool.parse({"build", "--text", "a", "--text", "b"}), std::nullopt) << tool.err;
     EXPECT_EQ(tool.texts, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(CliConventions, IntegerOptionsSayTheirRangeWithoutHugeNumbers) {
+    EXPECT_EQ(Tool().usage_error({"build", "--batch-size", "99999999999"}),
+              "tool: error: --batch-size must be between 1 and 2147483647, not 99999999999 (see tool build --help)");
+    EXPECT_EQ(Tool().usage_error({"build", "--batch-size", "0"}),
+              "tool: error: --batch-size must be 1 or more, not 0 (see tool build --help)");
+    EXPECT_EQ(Tool().usage_error({"build", "--limit", "-1"}),
+              "tool: error: --limit must be 0 or more, not -1 (see tool build --help)");
+    EXPECT_EQ(Tool().usage_error({"build", "--size", "1e3"}),
+              "tool: error: --size must be an integer, not '1e3' (see tool build --help)");
+    EXPECT_EQ(Tool().usage_error({"build", "--image-size", "-99999999999999999999"}),
+              "tool: error: --size must be between 28 and 224, not -99999999999999999999 (see tool build --help)");
+}
+
+TEST(CliConventions, AbsentOptionalIntegerStaysUnset) {
+    Tool tool;
+    ASSERT_EQ(tool.parse({"build", "--batch-size", "+8"}), std::nullopt) << tool.err;
+    EXPECT_EQ(tool.limit, std::nullopt);
+    EXPECT_EQ(tool.batch, 8);
+}
+
+TEST(CliConventions, ParseIntegerBounds) {
+    using fstore::cli::parse_integer;
+    constexpr auto lowest = std::numeric_limits<std::int64_t>::min();
+    constexpr auto highest = std::numeric_limits<std::int64_t>::max();
+    EXPECT_EQ(parse_integer("index", "-9223372036854775808", lowest, highest), lowest);
+    EXPECT_EQ(parse_integer("index", "9223372036854775807", lowest, highest), highest);
+    EXPECT_THROW(parse_integer("index", "9223372036854775808", lowest, highest), CLI::ValidationError);
+    EXPECT_THROW(parse_integer("index", "", lowest, highest), CLI::ValidationError);
+    EXPECT_THROW(parse_integer("index", "1.5", lowest, highest), CLI::ValidationError);
+    EXPECT_THROW(parse_integer("index", "+", lowest, highest), CLI::ValidationError);
 }
 
 TEST(CliConventions, VersionAndHelpExitZeroOnStdout) {

@@ -2,8 +2,9 @@
 """The conventions both tools share, end to end on the real binaries: usage errors are one
 line "<tool>: error: <what> (see <tool> <subcommand> --help)" with exit 2, runtime errors
 carry the tool's own name, --version, the last value of a repeated option or flag wins,
-help names the bare tool and shows each subcommand its own examples, and a store that may
-not be written is an I/O error (exit 10) that says so. Permissions are checked as user nobody
+every integer option says its range (never a 300-digit double), help names the bare tool
+and shows each subcommand its own examples, and a store that may not be written is an I/O
+error (exit 10) that says so. Permissions are checked as user nobody
 (setpriv): root bypasses them.
 
 Usage: test_cli_conventions.py fstore|fstore-access  (ctest runs it for each tool built).
@@ -37,6 +38,9 @@ class Conventions:
 
     tool = None
     subcommands = ()
+    # A subcommand, the first words of a valid call of it, and an integer option's bad values
+    # with the words the one error line must hold.
+    numeric_cases = ()
 
     @classmethod
     def setUpClass(cls):
@@ -81,6 +85,14 @@ class Conventions:
                          f"{self.tool}: error: a subcommand is required: use one of {names} "
                          f"(see {self.tool} --help)")
 
+    def test_integer_options_say_their_range(self):
+        for sub, words, value, needle in self.numeric_cases:
+            with self.subTest(sub=sub, words=words, value=value):
+                line = self.error_line(USAGE, sub, *words, value)
+                self.assertIn(needle, line)
+                self.assertTrue(line.endswith(f"(see {self.tool} {sub} --help)"), line)
+                self.assertNotRegex(line, r"\d{25}", "a huge number in the message")
+
     # ---- version and help -------------------------------------------------------------------
     def test_version(self):
         p = self.run_tool("--version")
@@ -109,6 +121,13 @@ class Conventions:
 class FstoreAccess(Conventions, unittest.TestCase):
     tool = "fstore-access"
     subcommands = ("summarize", "templates", "sample", "batch", "fetch", "clear-templates", "verify")
+    numeric_cases = (
+        ("summarize", ["--max-templates"], "-1", "--max-templates must be 0 or more, not -1"),
+        ("summarize", ["--max-templates"], "99999999999", "--max-templates must be between 0 and 2147483647"),
+        ("sample", [], "99999999999999999999", "index must be between -9223372036854775808 and 9223372036854775807"),
+        ("sample", [], "x", "index must be an integer, not 'x'"),
+    )
+
     def test_runtime_errors_carry_the_tools_name(self):
         line = self.error_line(NOT_FOUND, "--path", os.path.join(self.tmp, "missing.h5"), "templates")
         self.assertTrue(line.startswith("fstore-access: error: store "), line)
@@ -158,6 +177,18 @@ class FstoreAccess(Conventions, unittest.TestCase):
 class Fstore(Conventions, unittest.TestCase):
     tool = "fstore"
     subcommands = ("build", "embed", "model-info")
+    numeric_cases = (
+        ("build", ["--limit"], "-1", "--limit must be 0 or more, not -1"),
+        ("build", ["--limit"], "-5", "--limit must be 0 or more, not -5"),
+        ("build", ["--loader-threads"], "-2", "--loader-threads must be between 0 and 1024, not -2"),
+        ("build", ["--batch-size"], "99999999999", "--batch-size must be between 1 and 2147483647"),
+        ("build", ["--batch-size"], "0", "--batch-size must be 1 or more"),
+        ("build", ["--size"], "99999999999", "--size must be between 28 and 224"),
+        ("build", ["--threads"], "-1", "--threads must be between 0 and 1024"),
+        ("model-info", ["--threads"], "99999999999999999999999", "--threads must be between 0 and 1024"),
+        ("embed", ["--threads"], "1.5", "--threads must be an integer, not '1.5'"),
+    )
+
     def build(self, h5, *args, user=()):
         return self.run_tool("build", "--run-text", "--model", TINY, "--h5", h5, "--threads", "1", "--no-progress",
                              *args, user=user)

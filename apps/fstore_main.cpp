@@ -230,7 +230,10 @@ struct BuildArgs {
         if (as_json) {
             std::cout << summary.to_json().dump(2) << '\n';
         } else {
-            std::cout << summary.to_text();
+            // An interruption is reported once, on stderr below, with the command that resumes.
+            auto printed = summary;
+            printed.interrupted = false;
+            std::cout << printed.to_text();
         }
         std::cout.flush();
         if (summary.interrupted) {

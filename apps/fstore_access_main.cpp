@@ -34,9 +34,7 @@ or template; index out of range), 3 file not found, 4 not HDF5 / not an fstore s
 5 store locked by a running writer, 10 I/O error (disk full or failing, store not writable),
 70 internal error.)";
 
-void print_json(const nlohmann::json& value) {
-    std::cout << value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-}
+void print_json(const nlohmann::json& value) { std::cout << fstore::json_line(value) << '\n'; }
 
 struct Options {
     std::string path = "./conceptclip_features.h5";

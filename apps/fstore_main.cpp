@@ -1,5 +1,5 @@
 // fstore: encode with a CLIP-family TorchScript model (see docs/model-format.md).
-//   fstore embed --model M [--text T ...] [--image PATH ...] [--out FILE.npz]
+//   fstore embed --model M [--text T ...] [--image PATH ...] [--out FILE.npz] [--json]
 //   fstore model-info --model M [--json]
 //   fstore build [--run-text] [--run-image] --model M --h5 STORE ... (see `fstore build --help`)
 // Argument parsing and printing only; the behaviour lives in the library (fstore_embed).
@@ -24,6 +24,7 @@
 #include "fstore/npy.hpp"
 #include "fstore/pipeline.hpp"
 #include "fstore/progress.hpp"
+#include "fstore/query.hpp"
 #include "fstore/signals.hpp"
 
 namespace {
@@ -78,7 +79,7 @@ int model_info(const ModelArgs& args, bool as_json) {
         {"threads", model.threads()},
     };
     if (as_json) {
-        std::cout << info.dump(2) << '\n';
+        std::cout << fstore::json_line(info) << '\n';
         return 0;
     }
     for (auto it = info.begin(); it != info.end(); ++it) {
@@ -98,9 +99,10 @@ fstore::Array to_array(fstore::DType dtype, std::vector<std::int64_t> shape, con
     return a;
 }
 
+using NamedArrays = std::vector<std::pair<std::string, fstore::Array>>;
+
 // Appends name_cls / name_tokens in the requested dtype.
-void add_embeddings(std::vector<std::pair<std::string, fstore::Array>>& members, const std::string& name,
-                    const fstore::Embeddings& e) {
+void add_embeddings(NamedArrays& members, const std::string& name, const fstore::Embeddings& e) {
     const std::vector<std::int64_t> cls_shape{e.batch, e.dim}, tok_shape{e.batch, e.tokens, e.dim};
     if (e.type == fstore::OutputType::float32) {
         members.emplace_back(name + "_cls", to_array(fstore::DType::f32, cls_shape, e.cls_f32));
@@ -111,44 +113,55 @@ void add_embeddings(std::vector<std::pair<std::string, fstore::Array>>& members,
     }
 }
 
-void print_embeddings(const std::string& name, const fstore::Embeddings& e) {
-    auto first = [&](bool cls) {
-        std::string out;
-        for (std::int64_t i = 0; i < std::min<std::int64_t>(e.dim, 5); ++i) {
-            const float v = e.type == fstore::OutputType::float32
-                                ? (cls ? e.cls_f32 : e.tokens_f32)[static_cast<std::size_t>(i)]
-                                : fstore::half_to_float((cls ? e.cls_f16 : e.tokens_f16)[static_cast<std::size_t>(i)]);
-            out += fmt::format("{}{:.6f}", i ? ", " : "", v);
-        }
-        return out;
-    };
-    std::cout << fmt::format("{}_cls     [{}, {}]: {} ...\n", name, e.batch, e.dim, first(true));
-    std::cout << fmt::format("{}_tokens  [{}, {}, {}]: {} ...\n", name, e.batch, e.tokens, e.dim, first(false));
-}
-
-int embed(const ModelArgs& args, const fstore::EmbedRequest& request, const std::string& out) {
-    if (request.texts.empty() && request.image_paths.empty()) {
-        throw fstore::UsageError("nothing to embed: pass --text TEXT and/or --image PATH");
-    }
-    auto model = args.load();
-    const auto result = fstore::embed(model, request);
-    if (out.empty()) {
-        if (result.text_batch > 0) {
-            std::cout << fmt::format("input_ids  [{}, {}]\n", result.text_batch, result.text_length);
-            print_embeddings("text", result.text);
-        }
-        if (result.image.batch > 0) print_embeddings("image", result.image);
-        return 0;
-    }
-    std::vector<std::pair<std::string, fstore::Array>> members;
+// What `fstore embed` outputs: input_ids, text_cls, text_tokens, image_cls, image_tokens
+// (the text ones only with texts, the image ones only with images).
+NamedArrays embed_arrays(const fstore::EmbedResult& result) {
+    NamedArrays members;
     if (result.text_batch > 0) {
         members.emplace_back("input_ids", to_array(fstore::DType::i64, {result.text_batch, result.text_length},
                                                    result.input_ids));
         add_embeddings(members, "text", result.text);
     }
     if (result.image.batch > 0) add_embeddings(members, "image", result.image);
-    fstore::npy::write_npz(out, members);
-    std::cout << fmt::format("wrote {} ({} texts, {} images)\n", out, result.text_batch, result.image.batch);
+    return members;
+}
+
+// The first few values of an array, for a glance at the output.
+std::string first_values(const fstore::Array& a) {
+    std::string out;
+    for (std::int64_t i = 0; i < std::min<std::int64_t>(a.elements(), 5); ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        out += i ? ", " : "";
+        switch (a.dtype) {
+        case fstore::DType::f32: out += fmt::format("{:.6f}", a.data<float>()[k]); break;
+        case fstore::DType::f16: out += fmt::format("{:.6f}", fstore::half_to_float(a.data<std::uint16_t>()[k])); break;
+        case fstore::DType::i64: out += std::to_string(a.data<std::int64_t>()[k]); break;
+        }
+    }
+    return a.elements() > 5 ? out + " ..." : out;
+}
+
+int embed(const ModelArgs& args, const fstore::EmbedRequest& request, const std::string& out, bool as_json) {
+    if (request.texts.empty() && request.image_paths.empty()) {
+        throw fstore::UsageError("nothing to embed: pass --text TEXT and/or --image PATH");
+    }
+    auto model = args.load();
+    const auto members = embed_arrays(fstore::embed(model, request));
+    if (!out.empty()) fstore::npy::write_npz(out, members);
+    if (as_json) {
+        nlohmann::ordered_json arrays = nlohmann::ordered_json::object();
+        for (const auto& [name, a] : members) arrays[name] = {{"shape", a.shape}, {"dtype", fstore::dtype_name(a.dtype)}};
+        std::cout << fstore::json_line(nlohmann::ordered_json{
+                         {"out", out.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(out)},
+                         {"arrays", arrays}})
+                  << '\n';
+        return 0;
+    }
+    for (const auto& [name, a] : members) {
+        std::cout << fmt::format("{:<12} {} {}: {}\n", name, fstore::shape_text(a.shape),
+                                 fstore::dtype_name(a.dtype), first_values(a));
+    }
+    if (!out.empty()) std::cout << fmt::format("wrote {}\n", out);
     return 0;
 }
 
@@ -228,7 +241,7 @@ struct BuildArgs {
         fstore::Progress progress(po, stderr);
         const auto summary = fstore::run_build(o, &signals.stop_flag(), &progress);
         if (as_json) {
-            std::cout << summary.to_json().dump(2) << '\n';
+            std::cout << fstore::json_line(summary.to_json()) << '\n';
         } else {
             // An interruption is reported once, on stderr below, with the command that resumes.
             auto printed = summary;
@@ -273,6 +286,7 @@ int main(int argc, char** argv) {
     ModelArgs embed_args;
     fstore::EmbedRequest request;
     std::string out, dtype = "float32";
+    bool embed_json = false;
     auto* emb = app.add_subcommand("embed", "Encode prompts and/or image files");
     embed_args.add_to(*emb);
     emb->add_option("--text", request.texts, "a prompt (repeatable; encoded as one padded batch)");
@@ -280,6 +294,7 @@ int main(int argc, char** argv) {
     emb->add_option("--out", out, "write input_ids, text_cls, text_tokens, image_cls, image_tokens to this .npz");
     emb->add_option("--dtype", dtype, "float32 | float16 output")->capture_default_str()
         ->check(CLI::IsMember({"float32", "float16"}));
+    emb->add_flag("--json", embed_json, "print one JSON object: the output path and each array's shape and dtype");
 
     ModelArgs info_args;
     bool info_json = false;
@@ -306,6 +321,6 @@ int main(int argc, char** argv) {
         if (info->parsed()) return model_info(info_args, info_json);
         if (build->parsed()) return build_args.run(argc, argv);
         request.type = dtype == "float16" ? fstore::OutputType::float16 : fstore::OutputType::float32;
-        return embed(embed_args, request, out);
+        return embed(embed_args, request, out, embed_json);
     });
 }

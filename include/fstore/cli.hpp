@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 namespace fstore {
 
@@ -34,6 +35,11 @@ void configure_logging(const std::string& tool, const std::string& level);
 // std::bad_alloc and any other std::exception -> ExitCode::internal. Each is reported as
 // one line on stderr. Returns body's result when it does not throw.
 int run_guarded(const std::function<int()>& body);
+
+// One JSON document on one line (compact, for scripts); invalid UTF-8 in strings (file
+// names) is replaced instead of failing.
+std::string json_line(const nlohmann::json& value);
+std::string json_line(const nlohmann::ordered_json& value);
 
 namespace cli {
 

@@ -44,6 +44,14 @@ int run_guarded(const std::function<int()>& body) {
     }
 }
 
+std::string json_line(const nlohmann::json& value) {
+    return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string json_line(const nlohmann::ordered_json& value) {
+    return value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 namespace cli {
 namespace {
 

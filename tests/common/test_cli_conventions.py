@@ -3,8 +3,8 @@
 line "<tool>: error: <what> (see <tool> <subcommand> --help)" with exit 2, runtime errors
 carry the tool's own name, --version, the last value of a repeated option or flag wins,
 every integer option says its range (never a 300-digit double), help names the bare tool
-and shows each subcommand its own examples, and a store that may not be written is an I/O
-error (exit 10) that says so. Permissions are checked as user nobody
+and shows each subcommand its own examples, JSON is one line, and a store that may not be
+written is an I/O error (exit 10) that says so. Permissions are checked as user nobody
 (setpriv): root bypasses them.
 
 Usage: test_cli_conventions.py fstore|fstore-access  (ctest runs it for each tool built).
@@ -137,12 +137,18 @@ class FstoreAccess(Conventions, unittest.TestCase):
         self.assertIn("--concept and --label contradict each other", line)
         self.assertIn("(see fstore-access fetch --help)", line)
 
-    def test_last_value_wins(self):
+    def test_last_value_wins_and_json_is_one_line(self):
         store = self.make_store("last.h5")
         p = self.run_tool("--path", "nope.h5", "--path", store, "summarize", "--max-templates", "0",
                           "--max-templates", "2", "--json", "--json")
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
         self.assertEqual(len(json.loads(p.stdout)["templates"]), 2)
+        for args in (["templates"], ["sample", "0"], ["batch", "--idx", "0"], ["fetch"], ["verify"]):
+            with self.subTest(args=args):
+                p = self.run_tool("--path", store, *args, "--json")
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
 
     def test_store_not_writable_is_an_io_error(self):
         store = self.make_store("readonly.h5")
@@ -203,13 +209,15 @@ class Fstore(Conventions, unittest.TestCase):
                 line = self.error_line(USAGE, "build", f"--run-{stage}", f"--skip-{stage}")
                 self.assertIn(f"--run-{stage} and --skip-{stage} contradict each other", line)
 
-    def test_last_value_wins(self):
+    def test_last_value_wins_and_json_is_one_line(self):
         p = self.run_tool("model-info", "--model", "nope.pt", "--model", TINY, "--threads", "3", "--threads", "1",
                           "--json", "--json")
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
         self.assertEqual(json.loads(p.stdout)["threads"], 1)
         p = self.build(os.path.join(self.tmp, "json.h5"), "--json", "--batch-size", "0", "--batch-size", "8")
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
         self.assertEqual(len(json.loads(p.stdout)["templates"]), 12)
 
     def test_store_not_writable_is_an_io_error(self):

@@ -16,25 +16,28 @@
 
 namespace {
 
-constexpr const char* kFooter = R"(Examples:
-  fstore-access summarize
-  fstore-access --path runs/conceptclip_features.h5 templates
-  fstore-access sample -1 --out last.npz
-  fstore-access batch --split val --feature image --idx 0:100 --out val_cls.npy
-  fstore-access batch --split test --feature label --idx 0 5 -1 --json
-  fstore-access batch --feature patches --idx ::-50 --out tokens.npy
-  fstore-access fetch --concept --concept-list "Round nucleus" "Pale cytoplasm" --out concepts.npz
-  fstore-access fetch --template label_prompts_t01 --feature tokens
-  fstore-access verify --json
+const std::vector<std::string> kExamples = {
+    "fstore-access summarize",
+    "fstore-access --path runs/conceptclip_features.h5 templates",
+    "fstore-access sample -1 --out last.npz",
+    "fstore-access batch --split val --feature image --idx 0:100 --out val_cls.npy",
+    "fstore-access batch --split test --feature label --idx 0 5 -1 --json",
+    "fstore-access batch --feature patches --idx ::-50 --out tokens.npy",
+    "fstore-access fetch --concept --concept-list \"Round nucleus\" \"Pale cytoplasm\" --out concepts.npz",
+    "fstore-access fetch --template label_prompts_t01 --feature tokens",
+    "fstore-access clear-templates",
+    "fstore-access verify --json",
+};
 
-Exit codes: 0 ok, 1 verify found problems, 2 bad arguments (unknown option, split, feature
+constexpr const char* kExitCodes = R"(Exit codes: 0 ok, 1 verify found problems, 2 bad arguments (unknown option, split, feature
 or template; index out of range), 3 file not found, 4 not HDF5 / not an fstore store,
-5 store locked by a running writer, 10 I/O error (disk full or failing), 70 internal error.)";
+5 store locked by a running writer, 10 I/O error (disk full or failing, store not writable),
+70 internal error.)";
 
 // A template: summarize's JSON is an ordered_json (split_counts in store order).
 template <class Json = nlohmann::json>
 void print_json(const Json& value) {
-    std::cout << value.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
+    std::cout << fstore::json_line(value) << '\n';
 }
 
 struct Options {
@@ -186,7 +189,7 @@ int main(int argc, char** argv) {
     CLI::App app{"fstore-access: read and check a ConceptCLIP feature store (an h5py-compatible HDF5 file\n"
                  "written by fstore build or the Python reference pipeline).",
                  "fstore-access"};
-    app.footer(kFooter);
+    fstore::cli::apply_conventions(app);
     app.require_subcommand(1, 1);
     app.fallthrough();  // global options may also follow the subcommand
     app.add_option("--path,--h5", o.path, "Store file to read")->capture_default_str();
@@ -246,16 +249,11 @@ int main(int argc, char** argv) {
         "verify", "Check the store's integrity; exit 0 when clean, 1 when something is wrong");
     add_json(verify);
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        if (e.get_exit_code() == 0) return app.exit(e);  // --help
-        std::cerr << "fstore-access: error: " << e.what() << " (see fstore-access --help)\n";
-        return static_cast<int>(fstore::ExitCode::usage);
-    }
+    fstore::cli::set_help_footers(app, kExamples, kExitCodes);
 
+    if (const auto exit_code = fstore::cli::parse(app, argc, argv, std::cout, std::cerr)) return *exit_code;
     return fstore::run_guarded([&]() -> int {
-        fstore::configure_logging(o.log_level);
+        fstore::configure_logging("fstore-access", o.log_level);
         if (summarize->parsed()) return run_summarize(o);
         if (templates->parsed()) return run_templates(o);
         if (sample->parsed()) return run_sample(o);

@@ -17,14 +17,14 @@ enum class ExitCode : int {
     ok = 0,
     findings = 1,       // `verify` found problems (not an error of the tool)
     usage = 2,          // bad arguments: unknown option/template/split, index out of range
-    not_found = 3,      // a named file or directory does not exist / is not readable
-    bad_format = 4,     // not HDF5, not an fstore, corrupt/truncated npz, bad JSON/CSV
+    not_found = 3,      // a named file or directory (a model archive too) does not exist / is not readable
+    bad_format = 4,     // not HDF5, not an fstore, truncated store, corrupt npz or bad .npy dtype, bad JSON/CSV
     locked = 5,         // the store is being written by another process
-    model = 6,          // model archive missing, invalid, or unusable on this device
-    data = 7,           // dataset content problem (shape/dtype mismatch, unreadable image)
+    model = 6,          // model archive invalid, or unusable on this device (missing: not_found)
+    data = 7,           // dataset content (count mismatch, missing split, image size, unreadable image)
     mismatch = 8,       // resuming with a different model/dataset/prompts than the store's
     network = 9,        // download failed or checksum mismatch
-    io = 10,            // the file system failed a write/read (disk full, quota, EIO, read-only)
+    io = 10,            // the file system failed a write/read (disk full, quota, EIO, read-only, not writable)
     internal = 70,      // a bug or an unexpected library failure (EX_SOFTWARE)
     interrupted = 130,  // SIGINT/SIGTERM: stopped cleanly after the current batch
 };

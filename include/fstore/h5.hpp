@@ -29,11 +29,17 @@ namespace fstore::h5 {
 // for the calling thread. Every fstore entry point that calls HDF5 calls this first.
 void init();
 
-// The innermost (most specific) description on the calling thread's HDF5 error stack,
-// e.g. "unable to lock file, errno = 11"; empty when the stack is empty.
-std::string last_error();
-// Whether the calling thread's error stack reports a file-locking failure.
-bool last_error_is_lock();
+// What the calling thread's HDF5 error stack says about the call that just failed.
+struct Failure {
+    // The innermost (most specific) description, without the internal values HDF5 appends:
+    // "truncated file: eof = 2000, sblock->base_addr = 0, ..." reads "truncated file", and
+    // "unable to open file: name = 'x', errno = 13, error message = 'Permission denied', ..."
+    // reads "unable to open file (permission denied)". Empty when the stack is empty.
+    std::string reason;
+    bool lock = false;       // a file-locking failure
+    bool truncated = false;  // the file ends before where its superblock says it does
+};
+Failure last_failure();
 
 // Throws fstore::FormatError("<what>: <HDF5 reason>"): HDF5 calls fail on unreadable or
 // inconsistent files far more often than on anything else.

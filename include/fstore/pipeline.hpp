@@ -138,7 +138,8 @@ struct BuildSummary {
 
     nlohmann::json to_json() const;
     // Multi-line human summary (stored templates with counts, samples appended per split,
-    // total new samples), ending with a newline.
+    // total new samples), ending with a newline. Says nothing of `interrupted`: the caller
+    // reports that, with how to resume.
     std::string to_text() const;
 };
 

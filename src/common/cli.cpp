@@ -1,6 +1,12 @@
 #include "fstore/cli.hpp"
 
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <memory>
 #include <new>
+#include <ostream>
+#include <sstream>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -9,8 +15,10 @@
 
 namespace fstore {
 
-void configure_logging(const std::string& level) {
-    auto logger = spdlog::stderr_color_mt("fstore");
+const char* version() { return FSTORE_VERSION; }
+
+void configure_logging(const std::string& tool, const std::string& level) {
+    auto logger = spdlog::stderr_color_mt(tool);
     logger->set_pattern("%n: %^%l%$: %v");
     spdlog::set_default_logger(logger);
     const auto parsed = spdlog::level::from_str(level);
@@ -36,4 +44,192 @@ int run_guarded(const std::function<int()>& body) {
     }
 }
 
+std::string json_line(const nlohmann::json& value) {
+    return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string json_line(const nlohmann::ordered_json& value) {
+    return value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+namespace cli {
+namespace {
+
+// CLI11's help puts "Excludes: --label" after the option's name, where it runs into the
+// description ("--concept Excludes: --label Only templates..."); this one says it at the end
+// of the description instead: "Only templates ... (not with --label)".
+class HelpFormatter : public CLI::Formatter {
+public:
+    std::string make_option_opts(const CLI::Option* option) const override {
+        std::string opts = CLI::Formatter::make_option_opts(option);
+        // CLI11 appends " Needs: ..." and then " Excludes: ...": cut from the first of them.
+        const auto cut = std::min(opts.find(" " + get_label("Needs") + ":"),
+                                  opts.find(" " + get_label("Excludes") + ":"));
+        return opts.substr(0, cut);
+    }
+
+    std::string make_option_desc(const CLI::Option* option) const override {
+        std::string description = CLI::Formatter::make_option_desc(option);
+        description += names_in(" (needs ", option->get_needs());
+        description += names_in(" (not with ", option->get_excludes());
+        return description;
+    }
+
+private:
+    static std::string names_in(const std::string& lead, const std::set<CLI::Option*>& options) {
+        if (options.empty()) return "";
+        std::string names;
+        for (const CLI::Option* option : options) names += (names.empty() ? "" : ", ") + option->get_name();
+        return lead + names + ")";
+    }
+};
+
+bool is_word_of(const std::string& line, const std::string& word) {
+    std::istringstream words(line);
+    for (std::string w; words >> w;)
+        if (w == word) return true;
+    return false;
+}
+
+std::string examples_block(const std::vector<std::string>& examples) {
+    if (examples.empty()) return "";
+    std::string block = "Examples:";
+    for (const auto& example : examples) block += "\n  " + example;
+    return block;
+}
+
+std::vector<const CLI::App*> subcommands_of(const CLI::App& app) {
+    return app.get_subcommands([](const CLI::App*) { return true; });
+}
+
+std::string subcommand_names(const CLI::App& app) {
+    std::string names;
+    for (const CLI::App* sub : subcommands_of(app)) names += (names.empty() ? "" : ", ") + sub->get_name();
+    return names;
+}
+
+// "The following argument was not expected: --x", with the arguments in command-line order
+// (CLI11's own message lists them backwards).
+std::string unexpected(const std::vector<std::string>& arguments) {
+    std::string list;
+    for (const auto& argument : arguments) list += (list.empty() ? "" : " ") + argument;
+    return (arguments.size() == 1 ? "the following argument was not expected: "
+                                   : "the following arguments were not expected: ") +
+           list;
+}
+
+// What a parse error says, in fstore's words where CLI11's are unclear.
+std::string what_went_wrong(const CLI::App& app, const CLI::App& selected, const CLI::Error& error) {
+    std::string what = error.what();
+    if (dynamic_cast<const CLI::ExtrasError*>(&error) != nullptr && !app.remaining(true).empty())
+        return unexpected(app.remaining(true));
+    if (dynamic_cast<const CLI::ExcludesError*>(&error) != nullptr) {
+        // CLI11: "--run-text excludes --skip-text".
+        const std::string separator = " excludes ";
+        const auto at = what.find(separator);
+        if (at != std::string::npos)
+            return what.substr(0, at) + " and " + what.substr(at + separator.size()) +
+                   " contradict each other: pass only one of them";
+    }
+    if (&selected == &app && !subcommands_of(app).empty()) {
+        // No subcommand was recognised: CLI11 says "A subcommand is required" even when
+        // the user typed one, misspelled.
+        const auto extras = app.remaining();
+        const auto word = std::find_if(extras.begin(), extras.end(),
+                                       [](const std::string& arg) { return arg.empty() || arg[0] != '-'; });
+        if (word != extras.end())
+            return "unknown subcommand '" + *word + "': use one of " + subcommand_names(app);
+        if (!extras.empty()) return unexpected(extras);
+        if (dynamic_cast<const CLI::RequiredError*>(&error) != nullptr)
+            return "a subcommand is required: use one of " + subcommand_names(app);
+    }
+    // CLI11 starts its sentences with a capital ("The following argument was not expected");
+    // after "error: " it reads better in lower case. Names ("ID", "--x") stay as they are.
+    if (what.size() > 1 && std::isupper(static_cast<unsigned char>(what[0])) &&
+        std::islower(static_cast<unsigned char>(what[1])))
+        what[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(what[0])));
+    return what;
+}
+
+}  // namespace
+
+void apply_conventions(CLI::App& app) {
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    app.formatter(std::make_shared<HelpFormatter>());
+    app.set_version_flag("--version", app.get_name() + " " + version(), "Print the version and exit");
+}
+
+void set_help_footers(CLI::App& app, const std::vector<std::string>& examples,
+                      const std::string& exit_codes) {
+    app.footer(examples_block(examples) + "\n\n" + exit_codes);
+    for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+        std::vector<std::string> own;
+        std::copy_if(examples.begin(), examples.end(), std::back_inserter(own),
+                     [&](const std::string& example) { return is_word_of(example, sub->get_name()); });
+        sub->footer(examples_block(own));
+    }
+}
+
+std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, std::ostream& out,
+                         std::ostream& err) {
+    try {
+        app.parse(argc, argv);
+        return std::nullopt;
+    } catch (const CLI::Success& e) {  // --help, --version
+        return app.exit(e, out, err);
+    } catch (const CLI::ParseError& e) {
+        err << usage_error_line(app, e) << '\n';
+        return static_cast<int>(ExitCode::usage);
+    }
+}
+
+std::string usage_error_line(const CLI::App& app, const CLI::Error& error) {
+    // The subcommand being parsed when the error struck: its help is the one to read.
+    const CLI::App* selected = &app;
+    std::string command = app.get_name();
+    for (auto parsed = app.get_subcommands(); !parsed.empty(); parsed = selected->get_subcommands()) {
+        selected = parsed.front();
+        command += " " + selected->get_name();
+    }
+    return app.get_name() + ": error: " + what_went_wrong(app, *selected, error) + " (see " + command +
+           " --help)";
+}
+
+std::int64_t parse_integer(const std::string& name, const std::string& text, std::int64_t min,
+                           std::int64_t max) {
+    const char* first = text.data();
+    const char* last = first + text.size();
+    if (first != last && *first == '+') ++first;  // from_chars takes no '+'
+    std::int64_t value = 0;
+    const auto [end, status] = std::from_chars(first, last, value);
+    const bool integer = end == last && first != last && status != std::errc::invalid_argument;
+    if (!integer) throw CLI::ValidationError(name + " must be an integer, not '" + text + "'");
+    const bool too_large = status == std::errc::result_out_of_range ? text[0] != '-' : value > max;
+    const bool too_small = status == std::errc::result_out_of_range ? text[0] == '-' : value < min;
+    if (!too_large && !too_small) return value;
+    // Options without an upper bound of their own (max is the type's) say only the lower one.
+    const bool open_ended = max == std::numeric_limits<std::int64_t>::max() ||
+                            max == std::numeric_limits<int>::max();
+    const std::string range = open_ended && too_small
+                                  ? std::to_string(min) + " or more"
+                                  : "between " + std::to_string(min) + " and " + std::to_string(max);
+    throw CLI::ValidationError(name + " must be " + range + ", not " + text);
+}
+
+namespace detail {
+
+CLI::Option* add_integer_option(CLI::App& app, const std::string& names,
+                                const std::string& description, std::int64_t min,
+                                std::int64_t max, std::function<void(std::int64_t)> store) {
+    const std::string name = names.substr(0, names.find(','));
+    CLI::callback_t parse_and_store = [name, min, max, store = std::move(store)](const CLI::results_t& results) {
+        // The multi-option policy left the value that counts last (--x 1 --x 2 means 2).
+        store(parse_integer(name, results.back(), min, max));
+        return true;
+    };
+    return app.add_option(names, parse_and_store, description)->type_name("INT");
+}
+
+}  // namespace detail
+}  // namespace cli
 }  // namespace fstore

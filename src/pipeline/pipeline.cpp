@@ -807,8 +807,7 @@ std::string BuildSummary::to_text() const {
         out += fmt::format("Total new samples: {} (store holds {} rows)\n", total_new, total_rows);
     }
     if (skipped_images > 0) out += fmt::format("Skipped unreadable images: {}\n", skipped_images);
-    if (interrupted) out += "Interrupted: the store holds every batch committed so far.\n";
-    return out;
+    return out;  // an interruption is the caller's to report (fstore: on stderr, with the resume command)
 }
 
 BuildSummary run_build(const BuildOptions& options, const std::atomic<bool>* stop, Progress* progress) {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -555,6 +556,34 @@ FeatureStore::Impl& use(const std::unique_ptr<FeatureStore::Impl>& impl) {
     return *impl;
 }
 
+fs::path directory_of(const fs::path& path) {
+    return path.has_parent_path() ? path.parent_path() : fs::path(".");
+}
+
+// Why this process may not use `path` in `mode` (access(2) flags): the system's reason in
+// lower case, to sit inside a sentence ("permission denied", "read-only file system");
+// empty when it may.
+std::string refusal(const fs::path& path, int mode) {
+    if (::access(path.c_str(), mode) == 0) return "";
+    std::string reason = std::strerror(errno);
+    if (!reason.empty()) reason[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(reason[0])));
+    return reason;
+}
+
+// A writer needs the store, and the directory where its rollback journal goes, writable.
+// Checked before HDF5 tries: it would report either as a file it cannot open.
+void check_writable(const fs::path& path) {
+    const std::string fix = ": check its permissions, or write to another --h5 path";
+    if (const auto why = refusal(path, W_OK); !why.empty())
+        throw IoError("store " + quoted(path) + " is not writable (" + why + ")" + fix);
+#ifdef FSTORE_HAVE_JOURNAL
+    const fs::path directory = directory_of(path);
+    if (const auto why = refusal(directory, W_OK | X_OK); !why.empty())
+        throw IoError("store " + quoted(path) + " is not writable: its directory " + quoted(directory) +
+                      ", where its rollback journal goes, is not (" + why + ")" + fix);
+#endif
+}
+
 void check_path(const fs::path& path) {
     std::error_code ec;
     const auto status = fs::status(path, ec);
@@ -568,6 +597,7 @@ void check_path(const fs::path& path) {
 
 h5::File open_file(const fs::path& path, bool writable, bool durable) {
     check_path(path);
+    if (writable) check_writable(path);
     h5::PropList fapl;
 #ifdef FSTORE_HAVE_JOURNAL
     if (writable) {
@@ -579,8 +609,7 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
                              fapl.valid() ? fapl.get() : H5P_DEFAULT);
     if (id >= 0) return h5::File(id);
 
-    const bool locked = h5::last_error_is_lock();
-    const std::string reason = h5::last_error();
+    const h5::Failure failure = h5::last_failure();
     // Format first: a file that is not HDF5 is never a locked store, whatever HDF5's error
     // stack says about the failed open.
     if (H5Fis_hdf5(path.c_str()) <= 0) {
@@ -590,18 +619,18 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
         throw FormatError(quoted(path) +
                           " is not an HDF5 file: pass the path of a store written by fstore build");
     }
-    if (locked && !writable)
+    if (failure.truncated)
+        throw FormatError(quoted(path) + " is truncated or corrupt (HDF5 end-of-file mismatch): "
+                          "restore it from a copy or rebuild it");
+    if (failure.lock && !writable)
         throw LockedError("store " + quoted(path) +
                           " is being written by another process; wait for it to finish");
-    if (locked)
+    if (failure.lock)
         throw LockedError("store " + quoted(path) +
                           " is open in another process (a writer, or readers); wait for it to "
                           "finish before writing");
-    if (writable && ::access(path.c_str(), W_OK) != 0)
-        throw NotFoundError("store " + quoted(path) +
-                            " is not writable: check its permissions or open it read-only");
     throw FormatError("cannot open store " + quoted(path) + ": " +
-                      (reason.empty() ? "HDF5 refused it" : reason) +
+                      (failure.reason.empty() ? "HDF5 refused it" : failure.reason) +
                       "; check that the file is complete");
 }
 
@@ -681,10 +710,13 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
             throw UsageError("cannot create store " + quoted(path) + " with D=" +
                              std::to_string(layout.dim) + ", T_img=" +
                              std::to_string(layout.image_tokens) + ": both must be positive");
-        const fs::path parent = path.has_parent_path() ? path.parent_path() : fs::path(".");
+        const fs::path parent = directory_of(path);
         if (!fs::is_directory(parent, ec))
             throw NotFoundError("cannot create store " + quoted(path) + ": directory " +
                                 quoted(parent) + " does not exist; create it first");
+        if (const auto why = refusal(parent, W_OK | X_OK); !why.empty())
+            throw IoError("cannot create store " + quoted(path) + ": " + why + " in directory " +
+                          quoted(parent) + ": choose a writable --h5 path");
         // Build the empty store under a temporary name and rename it into place, so a kill
         // during creation never leaves a half-made store at `path`.
         fs::path temp = path;
@@ -695,8 +727,8 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
             impl.layout = layout;
             const hid_t id = H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
             if (id < 0)
-                throw NotFoundError("cannot create store " + quoted(path) + ": " + h5::last_error() +
-                                    "; check that its directory is writable");
+                throw IoError("cannot create store " + quoted(path) + ": " + h5::last_failure().reason +
+                              ": choose a writable --h5 path");
             impl.file = h5::File(id);
             try {
                 for (std::size_t i = 0; i < column_count; ++i)
@@ -726,8 +758,8 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
         }
         fs::remove(temp, ec);
         if (linked != 0 && link_errno != EEXIST)
-            throw NotFoundError("cannot create store " + quoted(path) + ": " +
-                                std::strerror(link_errno) + "; check that its directory is writable");
+            throw IoError("cannot create store " + quoted(path) + ": " + std::strerror(link_errno) +
+                          ": choose a writable --h5 path");
     }
     FeatureStore store = open(path, Access::read_write, durable);
     const StoreLayout have = store.layout();

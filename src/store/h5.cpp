@@ -15,14 +15,36 @@ namespace {
 struct ErrorWalk {
     std::string innermost;
     bool lock = false;
+    bool truncated = false;
     bool io = false;  // the file system refused a read/write/seek/truncate (disk full, EIO)
 };
+
+// HDF5's descriptions end in the values it had at hand ("truncated file: eof = 2000,
+// sblock->base_addr = 0, stored_eof = 50731"): internals that mean nothing to a user and
+// make a message unreadable. Keeps the words before the first "key = value", plus the
+// operating system's reason when HDF5 quotes it ("error message = 'Permission denied'").
+std::string without_internals(const std::string& description) {
+    const auto first_value = description.find(" = ");
+    if (first_value == std::string::npos) return description;
+    const auto end_of_words = description.find_last_of(":,", first_value);
+    std::string words = end_of_words == std::string::npos ? "" : description.substr(0, end_of_words);
+    const std::string os_reason_key = "error message = '";
+    const auto os_reason = description.find(os_reason_key);
+    if (os_reason != std::string::npos) {
+        const auto start = os_reason + os_reason_key.size();
+        std::string reason = description.substr(start, description.find('\'', start) - start);
+        if (!reason.empty()) reason[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(reason[0])));
+        words += (words.empty() ? "" : " ") + ("(" + reason + ")");
+    }
+    return words;
+}
 
 herr_t walk_error(unsigned /*n*/, const H5E_error2_t* err, void* data) noexcept {
     auto* walk = static_cast<ErrorWalk*>(data);
     // Downward walk: the last entry visited is where the failure was first detected.
-    walk->innermost = err->desc != nullptr ? err->desc : "";
+    walk->innermost = err->desc != nullptr ? without_internals(err->desc) : "";
     if (err->min_num == H5E_CANTLOCKFILE || err->min_num == H5E_CANTLOCK) walk->lock = true;
+    if (err->min_num == H5E_TRUNCATED) walk->truncated = true;
     if (err->maj_num == H5E_IO || err->min_num == H5E_WRITEERROR || err->min_num == H5E_SEEKERROR)
         walk->io = true;
     std::string lower = walk->innermost;
@@ -57,8 +79,10 @@ void init() {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
 }
 
-std::string last_error() { return walk_errors().innermost; }
-bool last_error_is_lock() { return walk_errors().lock; }
+Failure last_failure() {
+    const ErrorWalk walk = walk_errors();
+    return {walk.innermost, walk.lock, walk.truncated};
+}
 
 void fail(const std::string& what) {
     const ErrorWalk walk = walk_errors();

@@ -116,8 +116,24 @@ with tempfile.TemporaryDirectory() as tmp:
     # ---- printing without --out, and errors (one line, documented exit codes)
     tiny = os.path.join(src, "models", "tiny.pt")
     r = run("embed", "--model", tiny, "--text", "platelet")
-    check(r.returncode == 0 and "text_cls     [1, 32]" in r.stdout and "input_ids  [1, 3]" in r.stdout,
-          "embed without --out prints shapes: " + r.stdout.replace("\n", " | "))
+    check(r.returncode == 0 and "text_cls     (1, 32) float32: " in r.stdout and "input_ids    (1, 3) int64: " in r.stdout,
+          "embed without --out prints numpy-style shapes: " + r.stdout.replace("\n", " | "))
+    out = os.path.join(tmp, "json.npz")
+    r = run("embed", "--model", tiny, "--text", "platelet", "--text", "a cell", "--image", images[0], "--out", out,
+            "--dtype", "float16", "--json")
+    lines = r.stdout.splitlines()
+    check(r.returncode == 0 and len(lines) == 1, "embed --json prints one line: " + r.stdout)
+    j = json.loads(lines[0]) if lines else {}
+    z = np.load(out)
+    check(j.get("out") == out and list(j.get("arrays", {})) == ["input_ids", "text_cls", "text_tokens", "image_cls",
+                                                               "image_tokens"],
+          f"embed --json names the output and every array in order: {j}")
+    check(all(j["arrays"][name] == {"shape": list(z[name].shape), "dtype": str(z[name].dtype)} for name in z.files),
+          "embed --json shapes and dtypes are the .npz's")
+    r = run("embed", "--model", tiny, "--text", "platelet", "--json")
+    check(r.returncode == 0 and json.loads(r.stdout)["out"] is None, "embed --json without --out: out is null")
+    r = run("model-info", "--model", tiny, "--json", "--threads", "1")
+    check(r.returncode == 0 and len(r.stdout.splitlines()) == 1, "model-info --json prints one line")
     not_zip = os.path.join(tmp, "not_zip.pt")
     open(not_zip, "w").write("hello\n")
     for args, code, text in (

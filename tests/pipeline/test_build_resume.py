@@ -94,7 +94,9 @@ def main():
         stderr = "".join(stderr_lines) + rest
         assert proc.returncode == INTERRUPTED, "exit %d\n%s" % (proc.returncode, stderr)
         assert "Resume with:" in stderr and "--h5 " + sig_path in stderr, stderr
-        assert "Interrupted" in out, out
+        # Said once, on stderr (with the command that resumes), not also in the summary on stdout.
+        assert "interrupted" not in out.lower(), out
+        assert stderr.lower().count("interrupted") == 1, stderr
         t.verify(sig_path)
         partial = t.read(sig_path)
         assert 0 < len(partial["ids"]) < n, len(partial["ids"])

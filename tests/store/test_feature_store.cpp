@@ -1,4 +1,5 @@
 // FeatureStore API tests on small stores (D=8, T_img=5).
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -523,6 +524,106 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
         EXPECT_THAT(e.what(), HasSubstr("no /image_features"));
     }
     EXPECT_THROW(FeatureStore::open_or_create(dir_ / "no" / "such" / "dir.h5", {D, T}), fstore::NotFoundError);
+}
+
+// Runs `body` in a forked child that permissions apply to: as user and group nobody when
+// the tests run as root (root bypasses them), as itself otherwise. Returns the child's exit
+// code: 0, or the code of the fstore::Error it threw, whose message lands in `message`.
+static int exit_code_without_privileges(const std::function<void()>& body, std::string& message) {
+    constexpr uid_t nobody = 65534;
+    int pipe_fds[2];
+    if (::pipe(pipe_fds) != 0) return -2;
+    const pid_t child = ::fork();
+    if (child < 0) return -2;
+    if (child == 0) {
+        ::close(pipe_fds[0]);
+        if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0))
+            ::_exit(99);
+        try {
+            body();
+            ::_exit(0);
+        } catch (const fstore::Error& e) {
+            [[maybe_unused]] const auto n = ::write(pipe_fds[1], e.what(), std::strlen(e.what()));
+            ::_exit(static_cast<int>(e.exit_code()));
+        }
+    }
+    ::close(pipe_fds[1]);
+    message.clear();
+    char buffer[512];
+    for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<std::size_t>(n));
+    ::close(pipe_fds[0]);
+    int status = 0;
+    if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+// A writer that may not write the store, or the directory its journal goes to, gets an I/O
+// error (exit 10) that says so, not "not found" (3) or "bad format" (4); readers still read.
+TEST_F(StoreTest, StoreThatMayNotBeWrittenIsAnIoError) {
+    { make_store(3, 0); }
+    fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec);
+    fs::permissions(path_, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    std::string message;
+    EXPECT_EQ(exit_code_without_privileges([&] { FeatureStore::open(path_, FeatureStore::Access::read_write); },
+                                           message),
+              static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(message, "store '" + path_.string() +
+                           "' is not writable (permission denied): check its permissions, or write to "
+                           "another --h5 path");
+    EXPECT_EQ(exit_code_without_privileges([&] { FeatureStore::open_or_create(path_, {D, T}); }, message),
+              static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(exit_code_without_privileges([&] { EXPECT_EQ(FeatureStore::open(path_).rows(), 3); }, message), 0)
+        << message;
+
+    const fs::path locked_dir = dir_ / "locked";
+    fs::create_directory(locked_dir);
+    const fs::path inside = locked_dir / "store.h5";
+    fs::copy_file(path_, inside);
+    fs::permissions(inside, fs::perms::all & ~(fs::perms::owner_exec | fs::perms::group_exec | fs::perms::others_exec));
+    fs::permissions(locked_dir, fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
+                    fs::perm_options::remove);
+    EXPECT_EQ(exit_code_without_privileges([&] { FeatureStore::open(inside, FeatureStore::Access::read_write); },
+                                           message),
+              static_cast<int>(fstore::ExitCode::io));
+    EXPECT_THAT(message, HasSubstr("its directory '" + locked_dir.string() +
+                                   "', where its rollback journal goes, is not (permission denied)"));
+}
+
+// Creating a store where the directory may not be written: one clean line naming the
+// directory, no HDF5 internals (errno, flags, the temporary name), and nothing left behind.
+TEST_F(StoreTest, CreatingInReadOnlyDirectoryIsAnIoError) {
+    const fs::path read_only = dir_ / "ro";
+    fs::create_directory(read_only);
+    fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec);
+    fs::permissions(read_only, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                                   fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+    std::string message;
+    EXPECT_EQ(exit_code_without_privileges([&] { FeatureStore::open_or_create(read_only / "new.h5", {D, T}); },
+                                           message),
+              static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(message, "cannot create store '" + (read_only / "new.h5").string() + "': permission denied in directory '" +
+                           read_only.string() + "': choose a writable --h5 path");
+    EXPECT_TRUE(fs::is_empty(read_only));
+}
+
+// A store cut short (a partial copy, a full disk under another tool) is named truncated or
+// corrupt (exit 4), without HDF5's "eof = ..., sblock->base_addr = ..." values.
+TEST_F(StoreTest, TruncatedStoreSaysSoWithoutHdf5Internals) {
+    { make_store(40, 5); }
+    fs::resize_file(path_, fs::file_size(path_) / 2);
+    const std::string expected = "'" + path_.string() +
+                                 "' is truncated or corrupt (HDF5 end-of-file mismatch): restore it from a "
+                                 "copy or rebuild it";
+    for (const auto access : {FeatureStore::Access::read_only, FeatureStore::Access::read_write}) {
+        try {
+            FeatureStore::open(path_, access);
+            ADD_FAILURE() << "a truncated store opened";
+        } catch (const fstore::FormatError& e) {
+            EXPECT_EQ(e.what(), expected);
+        }
+    }
 }
 
 TEST_F(StoreTest, LockedWhileAnotherProcessWrites) {

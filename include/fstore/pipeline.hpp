@@ -10,6 +10,9 @@
 //                floats, appended with ids = row number, label (-1 when missing), split name.
 //
 // Better than the reference:
+//   - Templates already stored by the same model (archive SHA-256) and prompt set, whole
+//     and with the same texts, are kept instead of encoded again (the reference re-encodes
+//     every template on every run); --no-resume re-encodes them all.
 //   - Fail fast. The image data is opened (downloaded, headers and CSV checked) before the
 //     model loads and the store is created, so a wrong path costs no text stage. A run
 //     whose images were all unreadable throws DataError instead of reporting success.
@@ -120,8 +123,10 @@ struct BuildSummary {
     std::filesystem::path store_path;
     std::string model_name;
     std::string device;
-    // Templates written in this run, in write order, with their row counts (K).
+    // Templates of this run's prompt set, in write order, with their row counts (K): the
+    // ones encoded now and the ones kept (already stored by the same model and prompts).
     std::vector<std::pair<std::string, std::int64_t>> templates;
+    std::int64_t templates_kept = 0;
     // Per split in write order: rows found on disk at start (resumed), rows appended now.
     struct SplitResult {
         std::string name;

@@ -250,6 +250,9 @@ private:
     std::optional<FeatureStore> store_;
     std::optional<PromptSet> prompts_;
     BuildSummary summary_;
+    // The stored templates were made by this model and prompt set (so whole, matching ones
+    // need not be encoded again): set by check_identity.
+    bool templates_reusable_ = false;
     std::string first_unreadable_;  // "'path': reason" of the first image skipped
 };
 
@@ -366,6 +369,8 @@ void BuildRun::check_identity(const ImageSource* source) {
         spdlog::warn("the {} image rows of {} were encoded by another model ({}); rerun with --run-image "
                      "--no-resume to re-encode them", rows, o_.h5_path.string(), joined(image_diffs));
     }
+    templates_reusable_ = o_.resume && has_templates && text_diffs.empty() &&
+                          attribute_text(store, attr_text_model_sha).has_value();
     if (o_.run_text) {
         // Templates are written whole by the text stage; the ones of another model or prompt
         // set go first so that no template of theirs outlives the identity rewritten here.
@@ -387,6 +392,14 @@ void BuildRun::check_identity(const ImageSource* source) {
 
 // ---- text stage -------------------------------------------------------------------------
 
+// A stored template group holds exactly `t`'s texts, whole (write_template commits a group
+// at once, so K and texts_hash describe the data beside them).
+bool stored_template_matches(const FeatureStore& store, const TemplateTexts& t) {
+    if (!store.has_template(t.id)) return false;
+    const TemplateInfo info = store.template_info(t.id);
+    return info.rows == static_cast<std::int64_t>(t.texts.size()) && info.texts_hash == texts_hash(t.texts);
+}
+
 void BuildRun::text_stage() {
     FeatureStore& store = *store_;
     const auto& cfg = model_->config();
@@ -400,6 +413,13 @@ void BuildRun::text_stage() {
         if (stopping(stop_)) {
             summary_.interrupted = true;
             break;
+        }
+        if (templates_reusable_ && stored_template_matches(store, t)) {
+            spdlog::debug("text: template {} is up to date", t.id);
+            ++summary_.templates_kept;
+            summary_.templates.emplace_back(t.id, static_cast<std::int64_t>(t.texts.size()));
+            if (progress_ != nullptr) progress_->advance(1);
+            continue;
         }
         step_pause(o_.step_delay);
         spdlog::debug("text: encoding template {}", t.id);
@@ -416,6 +436,10 @@ void BuildRun::text_stage() {
         if (progress_ != nullptr) progress_->advance(1);
     }
     if (progress_ != nullptr) progress_->end();
+    if (summary_.templates_kept > 0) {
+        spdlog::info("text: kept {} templates stored earlier by this model and prompt set (--no-resume re-encodes them)",
+                     summary_.templates_kept);
+    }
     if (summary_.interrupted) return;
 
     // Prompt vocabulary (Python json.dumps formatting, as the reference writes it) and the
@@ -777,6 +801,7 @@ nlohmann::json BuildSummary::to_json() const {
     nlohmann::json tpl = nlohmann::json::array();
     for (const auto& [id, k] : templates) tpl.push_back({{"id", id}, {"texts", k}});
     j["templates"] = tpl;
+    j["templates_kept"] = templates_kept;
     nlohmann::json splits_json = nlohmann::json::array();
     for (const auto& s : splits) {
         splits_json.push_back({{"split", s.name}, {"resumed", s.resumed}, {"appended", s.appended},
@@ -794,7 +819,8 @@ nlohmann::json BuildSummary::to_json() const {
 std::string BuildSummary::to_text() const {
     std::string out;
     if (!templates.empty()) {
-        out += fmt::format("Stored {} templates in {}:\n", templates.size(), store_path.string());
+        out += fmt::format("Stored {} templates in {}", templates.size(), store_path.string());
+        out += templates_kept > 0 ? fmt::format(" ({} kept from an earlier run):\n", templates_kept) : ":\n";
         for (const auto& [id, k] : templates) out += fmt::format("  {}: {} texts\n", id, k);
     }
     if (!splits.empty()) {

@@ -72,10 +72,28 @@ def main():
         t.compare_rows(rebuilt, t.read(fresh_path), "rebuilt vs fresh tiny-spm store")
         assert rebuilt["attrs"]["fstore_image_model_name"] == spm
         assert rebuilt["attrs"]["fstore_text_model_name"] == spm
-        # Now consistent: a plain resume with tiny-spm is accepted and adds nothing.
-        p = t.run(t.build_cmd(h5, data, model=t.TINY_SPM))
+        # Now consistent: a plain resume with tiny-spm is accepted and adds nothing; the
+        # templates it stored are kept as they are, not encoded again.
+        before = t.read(h5)
+        p = t.run(t.build_cmd(h5, data, "--json", model=t.TINY_SPM))
         assert "another model" not in p.stderr, p.stderr
-        assert len(t.read(h5)["ids"]) == 13
+        summary = json.loads(p.stdout)
+        assert summary["templates_kept"] == 12 and len(summary["templates"]) == 12, summary
+        after = t.read(h5)
+        assert len(after["ids"]) == 13
+        t.compare_templates(after, before, "kept templates", exact=True)
+        for tid in before["templates"]:
+            assert after["templates"][tid]["attrs"]["created_at"] == before["templates"][tid]["attrs"]["created_at"]
+        # One template lost (deleted with h5py): only it is encoded again.
+        with h5py.File(h5, "a") as f:
+            del f["templates/label_prompts_t02"]
+        summary = json.loads(t.run(t.build_cmd(h5, data, "--run-text", "--json", model=t.TINY_SPM)).stdout)
+        assert summary["templates_kept"] == 11, summary
+        t.compare_templates(t.read(h5), before, "templates after re-encoding one")
+        # --no-resume encodes every template again.
+        summary = json.loads(t.run(t.build_cmd(h5, data, "--run-text", "--no-resume", "--json",
+                                               model=t.TINY_SPM)).stdout)
+        assert summary["templates_kept"] == 0 and len(summary["templates"]) == 12, summary
 
         # 5. --no-resume with --splits val discards the rows of every split, with a warning
         #    (default log level) that gives the count; --help says so too.

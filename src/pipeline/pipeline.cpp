@@ -228,6 +228,7 @@ public:
     BuildSummary run();
 
 private:
+    void check_model_path() const;
     void open_model();
     void open_store();
     // `source`: the image data when the image stage runs (null otherwise).
@@ -262,8 +263,10 @@ BuildSummary BuildRun::run() {
     if (o_.run_text) {
         prompts_ = o_.prompts_file.empty() ? bloodmnist_prompts() : load_prompt_set(o_.prompts_file);
     }
-    // The image data first: a missing or malformed .npz, CSV or folder fails before the
-    // model loads, the store is created and the text stage spends minutes.
+    // Inputs before work: a missing model archive before a --download starts, the image
+    // data (a missing or malformed .npz, CSV or folder) before the model loads, the store is
+    // created and the text stage spends minutes.
+    check_model_path();
     std::unique_ptr<ImageSource> source;
     if (o_.run_image) source = open_source();
     open_model();
@@ -277,11 +280,7 @@ BuildSummary BuildRun::run() {
     return std::move(summary_);
 }
 
-void BuildRun::open_model() {
-    ModelOptions mo;
-    mo.device = o_.device;
-    mo.precision = parse_precision(o_.precision);
-    mo.threads = o_.threads;
+void BuildRun::check_model_path() const {
     std::error_code ec;
     if (!fs::exists(o_.model_path, ec)) {
         throw NotFoundError("model archive " + quoted(o_.model_path) +
@@ -289,6 +288,13 @@ void BuildRun::open_model() {
                             "scripts/export_conceptclip.py --out " + o_.model_path.string() +
                             "` or pass --model PATH (tiny test models: models/tiny.pt)");
     }
+}
+
+void BuildRun::open_model() {
+    ModelOptions mo;
+    mo.device = o_.device;
+    mo.precision = parse_precision(o_.precision);
+    mo.threads = o_.threads;
     spdlog::info("loading model {}", o_.model_path.string());
     model_.emplace(ClipModel::load(o_.model_path.string(), mo));
     summary_.model_name = model_->config().name;

@@ -32,6 +32,11 @@ def main():
         p = t.run(t.build_cmd(h5, data, model=os.path.join(tmp, "nope.pt")), check_rc=NOT_FOUND)
         one_line_error(p, "nope.pt", "export_conceptclip.py")
         assert not os.path.exists(h5), "no store may be created when the model is missing"
+        # The model is checked before the data is fetched: a wrong --model fails at once,
+        # not after a --download (which would fail here: the URL leads nowhere).
+        p = t.run(t.build_cmd(h5, os.path.join(tmp, "no-data"), "--download", model=os.path.join(tmp, "nope.pt")),
+                  env={"FSTORE_MEDMNIST_URL_BASE": "http://127.0.0.1:9/"}, check_rc=NOT_FOUND)
+        one_line_error(p, "nope.pt")
 
         p = t.run(t.build_cmd(h5, os.path.join(tmp, "empty"), "--run-image"), check_rc=NOT_FOUND)
         one_line_error(p, "bloodmnist.npz", "--download")

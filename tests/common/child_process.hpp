@@ -3,6 +3,7 @@
 // user's permissions, an ignored SIGPIPE. Shared by the store and access tests.
 #pragma once
 
+#include <grp.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,6 +49,9 @@ inline ChildOutcome run_in_child(const std::function<void()>& body) {
         } catch (const std::exception& e) {
             code = static_cast<int>(fstore::ExitCode::internal);
             message = e.what();
+        } catch (...) {  // never let an exception unwind into the test runner's copy in the child
+            code = static_cast<int>(fstore::ExitCode::internal);
+            message = "non-standard exception";
         }
         if (::write(message_pipe[1], message.data(), message.size()) < 0) code = 99;
         ::_exit(code);
@@ -73,6 +77,17 @@ inline ChildOutcome run_under_file_limit(std::uintmax_t limit, const std::functi
         struct rlimit rl {};
         rl.rlim_cur = rl.rlim_max = static_cast<rlim_t>(limit);
         if (::setrlimit(RLIMIT_FSIZE, &rl) != 0) throw std::runtime_error("setrlimit(RLIMIT_FSIZE) failed");
+        body();
+    });
+}
+
+// Runs `body` in a forked child that file permissions apply to: as user and group nobody
+// when the tests run as root (root bypasses permissions), as itself otherwise.
+inline ChildOutcome run_unprivileged(const std::function<void()>& body) {
+    return run_in_child([&] {
+        constexpr uid_t nobody = 65534;
+        if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0))
+            throw std::runtime_error("cannot drop root privileges to user nobody");
         body();
     });
 }

@@ -1,5 +1,4 @@
 // FeatureStore API tests on small stores (D=8, T_img=5).
-#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -526,37 +525,6 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
     EXPECT_THROW(FeatureStore::open_or_create(dir_ / "no" / "such" / "dir.h5", {D, T}), fstore::NotFoundError);
 }
 
-// Runs `body` in a forked child that permissions apply to: as user and group nobody when
-// the tests run as root (root bypasses them), as itself otherwise. Returns the child's exit
-// code: 0, or the code of the fstore::Error it threw, whose message lands in `message`.
-static int exit_code_without_privileges(const std::function<void()>& body, std::string& message) {
-    constexpr uid_t nobody = 65534;
-    int pipe_fds[2];
-    if (::pipe(pipe_fds) != 0) return -2;
-    const pid_t child = ::fork();
-    if (child < 0) return -2;
-    if (child == 0) {
-        ::close(pipe_fds[0]);
-        if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0))
-            ::_exit(99);
-        try {
-            body();
-            ::_exit(0);
-        } catch (const fstore::Error& e) {
-            [[maybe_unused]] const auto n = ::write(pipe_fds[1], e.what(), std::strlen(e.what()));
-            ::_exit(static_cast<int>(e.exit_code()));
-        }
-    }
-    ::close(pipe_fds[1]);
-    message.clear();
-    char buffer[512];
-    for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<std::size_t>(n));
-    ::close(pipe_fds[0]);
-    int status = 0;
-    if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
-    return WEXITSTATUS(status);
-}
-
 // A writer that may not write the store, or the directory its journal goes to, gets an I/O
 // error (exit 10) that says so, not "not found" (3) or "bad format" (4); readers still read.
 TEST_F(StoreTest, StoreThatMayNotBeWrittenIsAnIoError) {
@@ -564,17 +532,19 @@ TEST_F(StoreTest, StoreThatMayNotBeWrittenIsAnIoError) {
     fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                               fs::perms::others_read | fs::perms::others_exec);
     fs::permissions(path_, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
-    std::string message;
-    EXPECT_EQ(exit_code_without_privileges([&] { FeatureStore::open(path_, FeatureStore::Access::read_write); },
-                                           message),
+    using fstore::test::run_unprivileged;
+    const auto writer = run_unprivileged([&] { FeatureStore::open(path_, FeatureStore::Access::read_write); });
+    EXPECT_EQ(writer.exit_code, static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(writer.message, "store '" + path_.string() +
+                                  "' is not writable (permission denied): check its permissions, or write to "
+                                  "another --h5 path");
+    EXPECT_EQ(run_unprivileged([&] { FeatureStore::open_or_create(path_, {D, T}); }).exit_code,
               static_cast<int>(fstore::ExitCode::io));
-    EXPECT_EQ(message, "store '" + path_.string() +
-                           "' is not writable (permission denied): check its permissions, or write to "
-                           "another --h5 path");
-    EXPECT_EQ(exit_code_without_privileges([&] { FeatureStore::open_or_create(path_, {D, T}); }, message),
-              static_cast<int>(fstore::ExitCode::io));
-    EXPECT_EQ(exit_code_without_privileges([&] { EXPECT_EQ(FeatureStore::open(path_).rows(), 3); }, message), 0)
-        << message;
+    const auto reader = run_unprivileged([&] {
+        const auto rows = FeatureStore::open(path_).rows();
+        if (rows != 3) throw std::runtime_error("the reader saw " + std::to_string(rows) + " rows, not 3");
+    });
+    EXPECT_EQ(reader.exit_code, 0) << reader.message;
 
     const fs::path locked_dir = dir_ / "locked";
     fs::create_directory(locked_dir);
@@ -583,10 +553,10 @@ TEST_F(StoreTest, StoreThatMayNotBeWrittenIsAnIoError) {
     fs::permissions(inside, fs::perms::all & ~(fs::perms::owner_exec | fs::perms::group_exec | fs::perms::others_exec));
     fs::permissions(locked_dir, fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
                     fs::perm_options::remove);
-    EXPECT_EQ(exit_code_without_privileges([&] { FeatureStore::open(inside, FeatureStore::Access::read_write); },
-                                           message),
-              static_cast<int>(fstore::ExitCode::io));
-    EXPECT_THAT(message, HasSubstr("its directory '" + locked_dir.string() +
+    const auto journal_dir_writer =
+        run_unprivileged([&] { FeatureStore::open(inside, FeatureStore::Access::read_write); });
+    EXPECT_EQ(journal_dir_writer.exit_code, static_cast<int>(fstore::ExitCode::io));
+    EXPECT_THAT(journal_dir_writer.message, HasSubstr("its directory '" + locked_dir.string() +
                                    "', where its rollback journal goes, is not (permission denied)"));
 }
 
@@ -599,11 +569,10 @@ TEST_F(StoreTest, CreatingInReadOnlyDirectoryIsAnIoError) {
                               fs::perms::others_read | fs::perms::others_exec);
     fs::permissions(read_only, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
                                    fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
-    std::string message;
-    EXPECT_EQ(exit_code_without_privileges([&] { FeatureStore::open_or_create(read_only / "new.h5", {D, T}); },
-                                           message),
-              static_cast<int>(fstore::ExitCode::io));
-    EXPECT_EQ(message, "cannot create store '" + (read_only / "new.h5").string() + "': permission denied in directory '" +
+    const auto creator =
+        fstore::test::run_unprivileged([&] { FeatureStore::open_or_create(read_only / "new.h5", {D, T}); });
+    EXPECT_EQ(creator.exit_code, static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(creator.message, "cannot create store '" + (read_only / "new.h5").string() + "': permission denied in directory '" +
                            read_only.string() + "': choose a writable --h5 path");
     EXPECT_TRUE(fs::is_empty(read_only));
 }

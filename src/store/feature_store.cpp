@@ -678,13 +678,23 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
                      quoted(path));
     }
 #endif
-    impl->file = open_file(path, impl->writable, durable);
 #ifdef FSTORE_HAVE_JOURNAL
-    if (!impl->writable && fs::exists(journal::journal_path(path)))
-        throw LockedError("store " + quoted(path) +
-                          " has an unfinished commit left by a killed writer (" +
-                          quoted(journal::journal_path(path)) +
-                          "); open it for writing once (e.g. rerun fstore build) to roll it back");
+    const auto unfinished_commit = [&] {
+        return LockedError("store " + quoted(path) + " has an unfinished commit left by a killed writer (" +
+                           quoted(journal::journal_path(path)) +
+                           "); open it for writing once (e.g. rerun fstore build) to roll it back");
+    };
+    try {
+        impl->file = open_file(path, impl->writable, durable);
+    } catch (const FormatError&) {
+        // What a killed writer left may not open at all (cut short, a torn superblock): the
+        // rollback restores it, so say that rather than "restore it from a copy".
+        if (!impl->writable && fs::exists(journal::journal_path(path))) throw unfinished_commit();
+        throw;
+    }
+    if (!impl->writable && fs::exists(journal::journal_path(path))) throw unfinished_commit();
+#else
+    impl->file = open_file(path, impl->writable, durable);
 #endif
     if (!h5::exists(impl->file, column_names[0]))
         throw FormatError(quoted(path) +

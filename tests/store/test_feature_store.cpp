@@ -16,6 +16,7 @@
 #include "fstore/error.hpp"
 #include "fstore/feature_store.hpp"
 #include "fstore/h5.hpp"
+#include "fstore/journal.hpp"
 #include "fstore/half.hpp"
 #include "fstore/lzf_filter.hpp"
 #include "../common/child_process.hpp"
@@ -593,6 +594,43 @@ TEST_F(StoreTest, TruncatedStoreSaysSoWithoutHdf5Internals) {
             EXPECT_EQ(e.what(), expected);
         }
     }
+}
+
+// A reader that may not write the store cannot roll back a killed writer's journal itself.
+// It says so (exit 5) even when what the writer left does not open at all, rather than
+// calling the store corrupt: one open for writing brings the last commit back.
+TEST_F(StoreTest, ReaderThatCannotRollBackNamesTheFixEvenWhenTheFileDoesNotOpen) {
+    { make_store(3, 0); }
+    // A writer that dies between two commits: HDF5 rewrote the superblock when it opened the
+    // file for writing and flushed a change, so the journal holds the superblock's
+    // committed bytes.
+    const auto writer = fstore::test::run_in_child([&] {
+        fstore::h5::PropList fapl(fstore::journal::file_access_plist());
+        fstore::h5::File file(H5Fopen(path_.c_str(), H5F_ACC_RDWR, fapl.get()), "journaled open");
+        fstore::h5::write_attribute(file, "uncommitted", std::string("change"));
+        if (H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) throw std::runtime_error("H5Fflush failed");
+        ::_exit(0);  // no close, no commit: as a SIGKILL leaves it
+    });
+    ASSERT_EQ(writer.exit_code, 0) << writer.message;
+    const auto journal = fstore::journal::journal_path(path_);
+    ASSERT_TRUE(fs::exists(journal));
+    {  // the torn write: the superblock's signature is gone
+        std::fstream f(path_, std::ios::in | std::ios::out | std::ios::binary);
+        const char zeros[8] = {};
+        f.write(zeros, sizeof zeros);
+    }
+    fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec);
+    fs::permissions(path_, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    const auto reader = fstore::test::run_unprivileged([&] { FeatureStore::open(path_); });
+    EXPECT_EQ(reader.exit_code, static_cast<int>(fstore::ExitCode::locked)) << reader.message;
+    EXPECT_EQ(reader.message, "store '" + path_.string() + "' has an unfinished commit left by a killed writer ('" +
+                                  journal.string() +
+                                  "'); open it for writing once (e.g. rerun fstore build) to roll it back");
+
+    fs::permissions(path_, fs::perms::owner_write, fs::perm_options::add);
+    EXPECT_EQ(FeatureStore::open(path_, FeatureStore::Access::read_write).rows(), 3);
+    EXPECT_FALSE(fs::exists(journal));
 }
 
 TEST_F(StoreTest, LockedWhileAnotherProcessWrites) {

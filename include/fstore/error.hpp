@@ -7,6 +7,7 @@
 // writer (pid 123): wait for it or remove the stale lock with --force-unlock".
 #pragma once
 
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 
@@ -58,5 +59,8 @@ FSTORE_DEFINE_ERROR(InterruptedError, interrupted);
 FSTORE_DEFINE_ERROR(InternalError, internal);
 
 #undef FSTORE_DEFINE_ERROR
+
+// A path as messages name it: 'dir/x.h5'.
+inline std::string quoted(const std::filesystem::path& path) { return "'" + path.string() + "'"; }
 
 }  // namespace fstore

@@ -28,8 +28,6 @@ std::uint64_t element_count(const std::vector<std::int64_t>& shape) {
     return count;
 }
 
-std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
-
 std::string errno_text(int error) { return std::generic_category().message(error); }
 
 // A write the file system refused: exit 10, with the fix that fits the cause.

@@ -27,25 +27,23 @@ struct ZipCloser {
 };
 using ZipHandle = std::unique_ptr<zip_t, ZipCloser>;
 
-std::string quoted(const std::string& path) { return "'" + path + "'"; }
-
 std::string read_member(zip_t* archive, zip_int64_t index, const std::string& path,
                         const std::string& name) {
     zip_stat_t st;
     zip_stat_init(&st);
     if (zip_stat_index(archive, index, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE)) {
-        throw ModelError(quoted(path) + ": cannot read '" + name + "' in the archive: re-export the model");
+        throw ModelError(fstore::quoted(path) + ": cannot read '" + name + "' in the archive: re-export the model");
     }
     std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> file(zip_fopen_index(archive, index, 0), zip_fclose);
     if (!file) {
-        throw ModelError(quoted(path) + ": cannot open '" + name + "' in the archive: re-export the model");
+        throw ModelError(fstore::quoted(path) + ": cannot open '" + name + "' in the archive: re-export the model");
     }
     std::string data(static_cast<std::size_t>(st.size), '\0');
     zip_int64_t got = 0;
     while (got < static_cast<zip_int64_t>(st.size)) {
         const zip_int64_t n = zip_fread(file.get(), data.data() + got, st.size - got);
         if (n <= 0) {
-            throw ModelError(quoted(path) + ": '" + name + "' in the archive is truncated or corrupt: re-export the model");
+            throw ModelError(fstore::quoted(path) + ": '" + name + "' in the archive is truncated or corrupt: re-export the model");
         }
         got += n;
     }
@@ -179,7 +177,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 namespace detail {
 
 ModelConfig read_archive_config(const std::string& path) {
-    const std::string origin = quoted(path);
+    const std::string origin = fstore::quoted(path);
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) {
         throw NotFoundError("model archive " + origin + " is a directory: pass the .pt file inside it");
@@ -264,7 +262,7 @@ std::array<std::int64_t, 2> probe_token_ids(const ModelConfig& config) {
 
 std::string file_sha256(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw NotFoundError("cannot read " + quoted(path) + ": check the path");
+    if (!in) throw NotFoundError("cannot read " + fstore::quoted(path) + ": check the path");
     std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
     if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
         throw InternalError("OpenSSL SHA-256 initialisation failed");
@@ -275,7 +273,7 @@ std::string file_sha256(const std::string& path) {
         const auto n = in.gcount();
         if (n > 0) EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<std::size_t>(n));
     }
-    if (in.bad()) throw DataError("read error while hashing " + quoted(path) + ": check the disk");
+    if (in.bad()) throw DataError("read error while hashing " + fstore::quoted(path) + ": check the disk");
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int length = 0;
     EVP_DigestFinal_ex(ctx.get(), digest, &length);

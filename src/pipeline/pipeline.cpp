@@ -49,8 +49,6 @@ constexpr const char* attr_prompt_hash = "fstore_prompt_hash";
 constexpr const char* not_for_folder = "n/a (image folder)";
 constexpr const char* not_for_npz = "n/a (MedMNIST npz)";
 
-std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
-
 bool stopping(const std::atomic<bool>* stop) {
     return stop != nullptr && stop->load(std::memory_order_acquire);
 }

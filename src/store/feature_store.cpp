@@ -44,8 +44,6 @@ constexpr hsize_t tail_block = 4096;
 std::size_t index_of(Column column) { return static_cast<std::size_t>(column); }
 const char* name_of(Column column) { return column_names[index_of(column)]; }
 
-std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
-
 std::string now_local() {
     const std::time_t now = std::time(nullptr);
     std::tm tm{};

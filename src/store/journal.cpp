@@ -78,8 +78,6 @@ std::uint32_t crc32_of(std::uint32_t crc, const unsigned char* data, std::size_t
     return crc;
 }
 
-std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
-
 std::string errno_text(int err) { return std::strerror(err); }
 
 // A failed system call inside the driver: carries the message HDF5 gets on its error stack.

@@ -199,7 +199,8 @@ std::int64_t parse_integer(const std::string& name, const std::string& text, std
                            std::int64_t max) {
     const char* first = text.data();
     const char* last = first + text.size();
-    if (first != last && *first == '+') ++first;  // from_chars takes no '+'
+    // from_chars takes no '+'; a sign after it ("+-5") stays and is refused below.
+    if (first != last && *first == '+' && (first + 1 == last || first[1] != '-')) ++first;
     std::int64_t value = 0;
     const auto [end, status] = std::from_chars(first, last, value);
     const bool integer = end == last && first != last && status != std::errc::invalid_argument;

@@ -139,6 +139,8 @@ TEST(CliConventions, ParseIntegerBounds) {
     EXPECT_THROW(parse_integer("index", "", lowest, highest), CLI::ValidationError);
     EXPECT_THROW(parse_integer("index", "1.5", lowest, highest), CLI::ValidationError);
     EXPECT_THROW(parse_integer("index", "+", lowest, highest), CLI::ValidationError);
+    EXPECT_THROW(parse_integer("index", "+-5", lowest, highest), CLI::ValidationError);
+    EXPECT_EQ(parse_integer("index", "+5", lowest, highest), 5);
 }
 
 TEST(CliConventions, VersionAndHelpExitZeroOnStdout) {

@@ -11,7 +11,8 @@
 //    Members are streamed through zip_fread (deflated or stored, zip64 or not), never
 //    loaded whole. The .npy headers are validated up front so that a wrong file fails
 //    before any row is written.
-//  - A folder of images plus a CSV of `path,label[,split]`, decoded with OpenCV.
+//  - A folder of images plus a CSV of `path,label[,split]`, decoded with OpenCV
+//    (fstore/image_file.hpp; a build without OpenCV refuses folders).
 //
 // Batches never span splits (the reference batches each split separately), and resume is
 // per split: at the start of each split, skip what is already written, then read on.
@@ -141,10 +142,11 @@ struct ImageFolderOptions {
 };
 
 // Parses the CSV (RFC 4180 quoting; empty label: -1; missing/empty split: "train") and
-// returns a source that decodes images lazily with OpenCV, as RGB (8-bit gray stays gray,
-// BGR/BGRA become RGB, alpha dropped). A 16-bit image throws DataError (convert it to
-// 8 bits). Errors: missing CSV or directory: NotFoundError; bad CSV (no header, missing
-// column, bad quoting, non-integer label): FormatError with the line number.
+// returns a source that decodes images lazily (decode_image_file, fstore/image_file.hpp:
+// 8-bit gray stays gray, RGB/RGBA become RGB, alpha dropped). A 16-bit image throws
+// DataError (convert it to 8 bits). Errors: missing CSV or directory: NotFoundError; bad CSV
+// (no header, missing column, bad quoting, non-integer label): FormatError with the line
+// number; a build without OpenCV: UsageError.
 std::unique_ptr<ImageSource> open_image_folder(const ImageFolderOptions& options);
 
 }  // namespace fstore

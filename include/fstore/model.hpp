@@ -143,14 +143,6 @@ std::unique_ptr<Tokenizer> make_model_tokenizer(const ModelConfig& config);
 // The archive's image processor settings (image_size, mean, std, resample).
 PreprocessConfig model_preprocess_config(const ModelConfig& config);
 
-// Reads an 8-bit image file (PNG, JPEG, ... via OpenCV) as packed RGB, gray replicated and
-// alpha dropped like PIL's convert("RGB"). Throws NotFoundError / DataError.
-struct RgbImage {
-    int height = 0, width = 0;
-    std::vector<std::uint8_t> pixels;  // height x width x 3
-};
-RgbImage read_rgb_image(const std::string& path);
-
 struct EmbedRequest {
     std::vector<std::string> texts;        // encoded as one batch (padded together)
     std::vector<std::string> image_paths;  // encoded as one batch

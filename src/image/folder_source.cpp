@@ -1,9 +1,5 @@
 // Image folder + labels CSV: the CSV is parsed up front (it is small), images are
-// decoded lazily with OpenCV, one batch at a time.
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
-
+// decoded lazily (fstore/image_file.hpp), one batch at a time.
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -14,6 +10,7 @@
 
 #include "fstore/datasets.hpp"
 #include "fstore/error.hpp"
+#include "fstore/image_file.hpp"
 
 namespace fstore {
 namespace {
@@ -255,19 +252,9 @@ private:
     }
 
     bool decode(const Row& row, Sample& sample) {
-        std::error_code ec;
-        cv::Mat img;
-        std::string reason;
-        if (!fs::is_regular_file(row.path, ec)) {
-            reason = "file not found";
-        } else {
-            try {
-                img = cv::imread(row.path, cv::IMREAD_UNCHANGED);
-            } catch (const cv::Exception& e) {
-                reason = std::string("OpenCV failed: ") + e.what();
-            }
-            if (img.empty() && reason.empty()) reason = "not a readable image (OpenCV cannot decode it)";
-        }
+        image_.pixels.swap(sample.pixels);  // decode into the sample's buffer
+        const std::string reason = decode_image_file(row.path, image_);
+        sample.pixels.swap(image_.pixels);
         if (!reason.empty()) {
             if (options_.strict) {
                 throw DataError("image '" + row.path + "' (CSV path '" + row.shown + "'): " + reason +
@@ -276,26 +263,9 @@ private:
             if (options_.on_skip) options_.on_skip(row.path, reason);
             return false;
         }
-        if (img.depth() != CV_8U) {
-            throw DataError("image '" + row.path + "' has " + std::to_string(8 * img.elemSize1()) +
-                            "-bit samples: only 8-bit images are supported; convert it to 8 bits");
-        }
-        const int ch = img.channels();
-        const int out_ch = ch == 1 || ch == 2 ? 1 : 3;
-        sample.height = img.rows;
-        sample.width = img.cols;
-        sample.channels = out_ch;
-        sample.pixels.resize(static_cast<std::size_t>(img.rows) * img.cols * out_ch);
-        cv::Mat dst(img.rows, img.cols, CV_8UC(out_ch), sample.pixels.data());
-        switch (ch) {
-            case 1: img.copyTo(dst); break;
-            case 2: cv::extractChannel(img, dst, 0); break;
-            case 3: cv::cvtColor(img, dst, cv::COLOR_BGR2RGB); break;
-            case 4: cv::cvtColor(img, dst, cv::COLOR_BGRA2RGB); break;
-            default:
-                throw DataError("image '" + row.path + "' has " + std::to_string(ch) +
-                                " channels: use gray, RGB or RGBA images");
-        }
+        sample.height = image_.height;
+        sample.width = image_.width;
+        sample.channels = image_.channels;
         return true;
     }
 
@@ -312,11 +282,14 @@ private:
     std::int64_t position_ = 0;
     std::int64_t entries_ = 0;  // CSV rows consumed, unreadable ones included
     Sample scratch_;
+    DecodedImage image_;  // decode_image_file's output; its buffer travels to and from the samples
 };
 
 }  // namespace
 
 std::unique_ptr<ImageSource> open_image_folder(const ImageFolderOptions& options) {
+    if (!image_files_supported()) throw UsageError("cannot read image folder '" + options.images_dir +
+                                                   "': " + image_files_unsupported_reason());
     return std::make_unique<FolderSource>(options);
 }
 

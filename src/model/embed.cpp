@@ -4,10 +4,9 @@
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include "fstore/error.hpp"
+#include "fstore/image_file.hpp"
 #include "fstore/model.hpp"
 #include "fstore/preprocess.hpp"
 #include "fstore/tokenizer.hpp"
@@ -28,44 +27,6 @@ PreprocessConfig model_preprocess_config(const ModelConfig& config) {
     return p;
 }
 
-RgbImage read_rgb_image(const std::string& path) {
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(path, ec)) {
-        throw NotFoundError("image '" + path + "' not found: check the path");
-    }
-    // UNCHANGED keeps the depth visible so 16-bit files are refused instead of silently scaled.
-    cv::Mat image;
-    try {
-        image = cv::imread(path, cv::IMREAD_UNCHANGED);
-    } catch (const cv::Exception&) {
-        image.release();
-    }
-    if (image.empty()) {
-        throw DataError("cannot decode image '" + path + "': use an 8-bit PNG, JPEG, BMP or TIFF file");
-    }
-    if (image.depth() != CV_8U) {
-        throw DataError("image '" + path + "' is not 8-bit per channel: convert it to 8-bit RGB or gray");
-    }
-    cv::Mat rgb;
-    switch (image.channels()) {
-        case 1: cv::cvtColor(image, rgb, cv::COLOR_GRAY2RGB); break;
-        case 3: cv::cvtColor(image, rgb, cv::COLOR_BGR2RGB); break;
-        case 4: cv::cvtColor(image, rgb, cv::COLOR_BGRA2RGB); break;
-        default:
-            throw DataError("image '" + path + "' has " + std::to_string(image.channels()) +
-                            " channels: use gray, RGB or RGBA");
-    }
-    RgbImage out;
-    out.height = rgb.rows;
-    out.width = rgb.cols;
-    out.pixels.resize(static_cast<std::size_t>(rgb.rows) * rgb.cols * 3);
-    for (int y = 0; y < rgb.rows; ++y) {
-        std::memcpy(out.pixels.data() + static_cast<std::size_t>(y) * rgb.cols * 3, rgb.ptr(y),
-                    static_cast<std::size_t>(rgb.cols) * 3);
-    }
-    return out;
-}
-
 EmbedResult embed(ClipModel& model, const EmbedRequest& request) {
     EmbedResult result;
     if (!request.texts.empty()) {
@@ -77,12 +38,21 @@ EmbedResult embed(ClipModel& model, const EmbedRequest& request) {
         result.text = model.encode_texts(ids.input_ids.data(), ids.batch, ids.length, request.type);
     }
     if (!request.image_paths.empty()) {
+        if (!image_files_supported()) throw UsageError("cannot read --image files: " + image_files_unsupported_reason());
         Preprocessor preprocess(model_preprocess_config(model.config()));
         const std::size_t per_image = preprocess.output_size();
         std::vector<float> pixels(per_image * request.image_paths.size());
+        DecodedImage image;
         for (std::size_t i = 0; i < request.image_paths.size(); ++i) {
-            const RgbImage image = read_rgb_image(request.image_paths[i]);
-            preprocess.run(ImageView{image.pixels.data(), image.height, image.width, 3}, pixels.data() + i * per_image);
+            const std::string& path = request.image_paths[i];
+            std::error_code ec;
+            if (!std::filesystem::is_regular_file(path, ec)) throw NotFoundError("image '" + path + "' not found: check the path");
+            if (const std::string reason = decode_image_file(path, image); !reason.empty()) {
+                throw DataError("cannot decode image '" + path + "' (" + reason +
+                                "): use an 8-bit PNG, JPEG, BMP or TIFF file");
+            }
+            preprocess.run(ImageView{image.pixels.data(), image.height, image.width, image.channels},
+                           pixels.data() + i * per_image);
         }
         result.image = model.encode_images(pixels.data(), static_cast<std::int64_t>(request.image_paths.size()),
                                            request.type);

@@ -19,6 +19,19 @@ pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
 
 if(FSTORE_WITH_TORCH)
   find_package(Torch REQUIRED)
+  # fmt, spdlog, HDF5 & co. come built with the C++11 std::string ABI; ClipModel's interface
+  # passes std::string, so a LibTorch built with the old ABI (pre-2.7 pip wheels) cannot link.
+  if(TORCH_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=0")
+    message(FATAL_ERROR "LibTorch ${Torch_VERSION} at ${Torch_DIR} uses the pre-C++11 std::string ABI "
+                        "(TORCH_CXX_FLAGS: ${TORCH_CXX_FLAGS}); use a cxx11-ABI LibTorch build")
+  endif()
+  # fstore_torch: what a target that includes LibTorch headers links. LibTorch 2.13 and later
+  # need C++20 where their headers are included; the rest of fstore stays C++17.
+  add_library(fstore_torch INTERFACE)
+  target_link_libraries(fstore_torch INTERFACE ${TORCH_LIBRARIES})
+  if(Torch_VERSION VERSION_GREATER_EQUAL 2.13)
+    target_compile_features(fstore_torch INTERFACE cxx_std_20)
+  endif()
 endif()
 
 if(FSTORE_BUILD_TESTS)

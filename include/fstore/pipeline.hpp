@@ -139,7 +139,8 @@ struct BuildSummary {
     std::int64_t total_rows = 0;    // rows in the store at the end
     std::int64_t skipped_images = 0;  // unreadable images left out (custom folder)
     bool interrupted = false;       // stopped early by the stop flag
-    double seconds = 0.0;
+    double seconds = 0.0;        // the whole run, model loading included
+    double image_seconds = 0.0;  // the image stage: reading, encoding and writing the rows
 
     nlohmann::json to_json() const;
     // Multi-line human summary (stored templates with counts, samples appended per split,

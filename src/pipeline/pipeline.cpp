@@ -272,7 +272,12 @@ BuildSummary BuildRun::run() {
     check_identity(source.get());
     summary_.store_path = o_.h5_path;
     if (o_.run_text) text_stage();
-    if (o_.run_image && !summary_.interrupted) image_stage(std::move(source));
+    if (o_.run_image && !summary_.interrupted) {
+        const auto image_started = std::chrono::steady_clock::now();
+        image_stage(std::move(source));
+        summary_.image_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - image_started).count();
+    }
     summary_.total_rows = store_->rows();
     summary_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return std::move(summary_);
@@ -817,6 +822,9 @@ nlohmann::json BuildSummary::to_json() const {
     j["skipped_images"] = skipped_images;
     j["interrupted"] = interrupted;
     j["seconds"] = seconds;
+    j["image_seconds"] = image_seconds;
+    // Throughput of the image stage alone (model loading and the text stage excluded).
+    j["images_per_second"] = image_seconds > 0 ? static_cast<double>(total_new) / image_seconds : 0.0;
     return j;
 }
 

@@ -26,6 +26,8 @@ def main():
         assert [s["appended"] for s in summary["splits"]] == [9, 3, 5], summary
         assert [s["split"] for s in summary["splits"]] == ["train", "val", "test"], summary
         assert len(summary["templates"]) == 12 and summary["interrupted"] is False, summary
+        assert 0 < summary["image_seconds"] < summary["seconds"], summary
+        assert abs(summary["images_per_second"] - 17 / summary["image_seconds"]) < 1e-6 * summary["images_per_second"], summary
         assert summary["templates"][0] == {"id": "concept_prompts_t01", "texts": 15}, summary["templates"][0]
         t.verify(ours)
 

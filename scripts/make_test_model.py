@@ -85,6 +85,19 @@ class Block(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
+class FusedVisionBlock(Block):
+    """Block whose attention is PyTorch's fused scaled_dot_product_attention (2.0 and later),
+    as timm's SigLIP towers run it. For vision only: image tokens have no padding, so the
+    (all-true) key mask is not applied."""
+
+    def attend(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        h = self.heads
+        q, k, v = self.qkv(x).reshape(b, n, 3, h, w // h).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(b, n, w))
+
+
 class AttentionPool(nn.Module):
     """SigLIP's "map" head: one learned query attends over the patch tokens."""
 
@@ -113,12 +126,14 @@ class AttentionPool(nn.Module):
 class VisionTower(nn.Module):
     """ViT without class token + attention-pool head, like timm's SigLIP towers."""
 
-    def __init__(self, image_size: int, patch: int, width: int, depth: int, heads: int, mlp: int):
+    def __init__(self, image_size: int, patch: int, width: int, depth: int, heads: int, mlp: int,
+                 fused: bool = False):
         super().__init__()
         self.patch_embed = nn.Conv2d(3, width, kernel_size=patch, stride=patch)
         grid = image_size // patch
         self.pos = nn.Parameter(torch.randn(1, grid * grid, width) * 0.02)
-        self.blocks = nn.ModuleList([Block(width, heads, mlp) for _ in range(depth)])
+        block = FusedVisionBlock if fused else Block
+        self.blocks = nn.ModuleList([block(width, heads, mlp) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
         self.head = AttentionPool(width, heads, mlp)
 
@@ -303,7 +318,10 @@ def build(preset: str, seed: int = 0) -> Tuple[nn.Module, Dict, Dict[str, bytes]
         size, patch, dim, context = 384, 14, 1152, 77
         vocab = wordpiece_vocab(30522)
         files = {"fstore/vocab.txt": ("\n".join(vocab) + "\n").encode()}
-        vision = VisionTower(size, patch, 1152, 27, 16, 4304)
+        # Fused attention where this PyTorch has it (2.0+), like the real tower: it decides
+        # what a GPU spends on the 729x729 attention maps.
+        fused = hasattr(F, "scaled_dot_product_attention")
+        vision = VisionTower(size, patch, 1152, 27, 16, 4304, fused=fused)
         text = TextTower(len(vocab), context, 768, 12, 12, 3072)
         module = ClipArchive(vision, text, 1152, 768, dim, 0)
         tok, tokens, name = wordpiece_tokenizer_config(), (size // patch) ** 2, "fstore-test-so400m"

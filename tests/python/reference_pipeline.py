@@ -10,6 +10,7 @@ written only after the whole image stage, so a run killed mid-way re-appends dup
     /usr/bin/python3 tests/python/reference_pipeline.py --model models/tiny.pt \\
         --h5 ref.h5 --data-root DIR --size 28 [--run-text] [--run-image] [--prompts P.json]
         [--splits train,val,test] [--batch-size 64] [--limit N] [--no-resume] [--threads N]
+        [--device cpu|cuda] [--precision fp32|fp16|bf16] [--json]
 
 Pieces it shares with the other reference helpers (tests/python/fstore_ref): the store
 schema (store.py), tokenizers (tokenize.py), preprocessing (preprocess.py), prompts
@@ -33,7 +34,10 @@ from fstore_ref import tokenize as ref_tokenize  # noqa: E402
 SPLITS = ("train", "val", "test")
 
 
-def load_archive(path):
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def load_archive(path, device="cpu", precision="fp32"):
     """torch.jit.load + fstore/config.json + the tokenizer file it names (extra files of
     the archive, read from its zip directory so the model is loaded once)."""
     import zipfile
@@ -41,8 +45,10 @@ def load_archive(path):
         extra = {n.split("/extra/", 1)[1]: n for n in z.namelist() if "/extra/" in n}
         config = json.loads(z.read(extra["fstore/config.json"]).decode("utf-8"))
         tok_bytes = z.read(extra[config["tokenizer"]["file"]])
-    model = torch.jit.load(path, map_location="cpu")
+    model = torch.jit.load(path, map_location=device)
     model.eval()
+    if precision != "fp32":
+        model.to(DTYPES[precision])
     return model, config, tok_bytes
 
 
@@ -62,14 +68,14 @@ def logit_scalars(model):
     return out
 
 
-def text_stage(f, model, config, tok_bytes, prompts):
+def text_stage(f, model, config, tok_bytes, prompts, args):
     tokenizer = ref_tokenize.from_config(config["tokenizer"], tok_bytes, config["context_length"])
     written = []
     for template_id, texts in ref_prompts.expand(prompts):
         ids, _ = tokenizer.encode_batch(texts)
         with torch.no_grad():
-            cls, tokens = model.encode_text(torch.tensor(ids, dtype=torch.int64))
-        ref_store.write_template(f, template_id, texts, cls.float().numpy(), tokens.float().numpy())
+            cls, tokens = model.encode_text(torch.tensor(ids, dtype=torch.int64, device=args.device))
+        ref_store.write_template(f, template_id, texts, cls.float().cpu().numpy(), tokens.float().cpu().numpy())
         written.append((template_id, len(texts)))
     for name, value in ref_prompts.prompt_attributes(prompts).items():
         f.attrs[name] = value
@@ -95,9 +101,10 @@ def image_stage(f, model, config, args):
             pixels = np.stack([ref_preprocess.preprocess(images[i], size, mean, std, config["resample"])
                                for i in range(b0, b1)])
             with torch.no_grad():
-                cls, tokens = model.encode_image(torch.from_numpy(pixels))
+                x = torch.from_numpy(pixels).to(args.device, DTYPES[args.precision])
+                cls, tokens = model.encode_image(x)
             lab = labels[b0:b1, 0].astype(np.int64) if labels.ndim == 2 else labels[b0:b1].astype(np.int64)
-            ref_store.append_rows(f, cls.float().numpy(), tokens.float().numpy(), lab, split)
+            ref_store.append_rows(f, cls.float().cpu().numpy(), tokens.float().cpu().numpy(), lab, split)
             new += b1 - b0
         appended[split] = new
         counts[split] = start + new
@@ -125,6 +132,10 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=-1)
     ap.add_argument("--no-resume", dest="resume", action="store_false")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    ap.add_argument("--precision", choices=sorted(DTYPES), default="fp32")
+    ap.add_argument("--json", action="store_true",
+                    help="end with one JSON line: images_per_second of the image stage (benchmarks)")
     args = ap.parse_args(argv)
     args.splits = [s for s in args.splits.split(",") if s]
     if not args.run_text and not args.run_image:
@@ -132,15 +143,18 @@ def main(argv=None):
     torch.set_num_threads(max(1, args.threads))
 
     started = time.time()
-    model, config, tok_bytes = load_archive(args.model)
+    model, config, tok_bytes = load_archive(args.model, args.device, args.precision)
     f = ref_store.open_store(args.h5, D=config["embed_dim"], T_img=config["image_tokens"])
     try:
         f.attrs["dataset"] = json.dumps(args.dataset)
         templates, appended = [], {}
         if args.run_text:
-            templates = text_stage(f, model, config, tok_bytes, load_prompts(args.prompts))
+            templates = text_stage(f, model, config, tok_bytes, load_prompts(args.prompts), args)
+        image_seconds = 0.0
         if args.run_image:
+            image_started = time.time()
             appended = image_stage(f, model, config, args)
+            image_seconds = time.time() - image_started
     finally:
         f.close()
     for template_id, k in templates:
@@ -149,6 +163,9 @@ def main(argv=None):
         print(f"appended {n} samples to split {split}")
     total = sum(appended.values())
     print(f"total new samples: {total} in {time.time() - started:.2f} s")
+    if args.json:
+        print(json.dumps({"total_new": total, "image_seconds": image_seconds,
+                          "images_per_second": total / image_seconds if image_seconds > 0 else 0.0}))
     return 0
 
 

@@ -14,6 +14,13 @@ Sections (issue #5, "Measure it"):
            small and a 3x larger dataset: the ratio shows whether memory grows with the data.
   reads    on a store of READ_ROWS rows: fstore-access sample / batch / fetch vs h5py doing
            the same selection (process wall time, and h5py's in-process time).
+  gpu      (not in the default set; bench/gpu_bench.sh runs it on a GPU machine) the
+           So400m-shaped model at batch 64 on --device, per --precision: `fstore build`
+           vs tests/python/reference_pipeline.py, against the encoder alone in PyTorch (the
+           ceiling) and a bf16 matrix product (the GPU's peak), with the share of that peak.
+
+The Python used for baselines and model generation is $FSTORE_PYTHON (default
+/usr/bin/python3, Debian's): on a machine whose torch lives elsewhere, point it there.
 """
 import argparse
 import json
@@ -26,7 +33,7 @@ import sys
 import tempfile
 import time
 
-PY = "/usr/bin/python3"
+PY = os.environ.get("FSTORE_PYTHON", "/usr/bin/python3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 
@@ -221,6 +228,126 @@ def bench_e2e(a, table, work):
         drop(ours), drop(theirs)
 
 
+# ---- gpu ----------------------------------------------------------------------------------
+
+# Multiply-adds x 2 of scripts/make_test_model.py's so400m vision tower + image_proj for one
+# image: 27 blocks of (qkv, out, MLP, attention maps) over T = 729 tokens of width 1152,
+# the 14x14 patch embedding, and the two 1152x1152 projections of the tokens. (The head is
+# one query: negligible.)
+def so400m_flop_per_image(t=729, w=1152, mlp=4304, depth=27, patch=14):
+    block = 2 * t * w * 3 * w + 2 * t * w * w + 2 * 2 * t * w * mlp + 2 * 2 * t * t * w
+    return depth * block + 2 * t * 3 * patch * patch * w + 2 * 2 * t * w * w
+
+
+GPU_PEAK = r'''
+import json, sys, time, torch
+dev = sys.argv[1]
+a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+b = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+for _ in range(3):
+    a @ b
+torch.cuda.synchronize()
+t0 = time.perf_counter()
+for _ in range(10):
+    a @ b
+torch.cuda.synchronize()
+s = (time.perf_counter() - t0) / 10
+print(json.dumps({"tflops": 2 * 8192 ** 3 / s / 1e12, "gpu": torch.cuda.get_device_name(dev),
+                  "torch": torch.__version__}))
+'''
+
+# The archive's encode_image alone, on device-resident random pixels: what the GPU gives
+# with no data loading, preprocessing, copies back or writing.
+ENCODER_ONLY = r'''
+import json, sys, time, torch
+path, dev, precision, batch, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+m = torch.jit.load(path, map_location=dev).eval().to(dtype)
+x = torch.randn(batch, 3, size, size, device=dev, dtype=dtype)
+sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
+with torch.inference_mode():
+    for _ in range(3):
+        m.encode_image(x)
+    sync()
+    n, t0 = 0, time.perf_counter()
+    while n < 8 or time.perf_counter() - t0 < 2.0:
+        m.encode_image(x)
+        n += 1
+    sync()
+    s = time.perf_counter() - t0
+print(json.dumps({"images_per_second": n * batch / s}))
+'''
+
+
+def archive_config(path):
+    """The archive's fstore/config.json (docs/model-format.md)."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        name = next(n for n in z.namelist() if n.endswith("/extra/fstore/config.json"))
+        return json.loads(z.read(name))
+
+
+def bench_gpu(a, table, work):
+    if not a.fstore or not os.path.exists(a.fstore):
+        table.add("gpu", "fstore build", "n/a", "", "fstore not built (needs LibTorch)")
+        return
+    cuda = a.device.startswith("cuda")
+    peak = None
+    if cuda:
+        peak = last_json(run_timed([PY, "-c", GPU_PEAK, a.device])[2])
+        table.add("gpu", f"bf16 8192^3 matmul in PyTorch {peak['torch']} ({peak['gpu']})", fmt(peak["tflops"]),
+                  "TFLOP/s", "the peak the shares below are of")
+    started = time.perf_counter()
+    model = test_model(work, a.gpu_model)
+    table.add("gpu", f"model: make_test_model.py {a.gpu_model}", fmt(os.path.getsize(model) / 1e6), "MB",
+              f"made or found in {time.perf_counter() - started:.0f} s")
+    flop = so400m_flop_per_image() if a.gpu_model == "so400m" else None
+    batch = str(a.gpu_batch)
+    data = bloodmnist_data(work, a.gpu_images)
+    ref_data = bloodmnist_data(work, a.gpu_ref_images)
+    ref = os.path.join(SRC, "tests", "python", "reference_pipeline.py")
+
+    def share(images_per_second):
+        if not flop or not peak:
+            return ""
+        return f"{images_per_second * flop / 1e12:.0f} TFLOP/s = {images_per_second * flop / 1e12 / peak['tflops']:.0%} of the peak"
+
+    for precision in a.precisions:
+        size = str(archive_config(model)["image_size"])
+        enc = last_json(run_timed([PY, "-c", ENCODER_ONLY, model, a.device, precision, batch, size])[2])
+        enc_rate = enc["images_per_second"]
+        table.add("gpu", f"{precision}: encoder alone (PyTorch, batch {batch}, device-resident input)",
+                  fmt(enc_rate), "img/s", share(enc_rate))
+        store = os.path.join(work, f"gpu-{precision}.h5")
+        drop(store)
+        t, rss, out = run_timed([a.fstore, "build", "--model", model, "--run-image", "--device", a.device,
+                                 "--precision", precision, "--batch-size", batch, "--threads", str(os.cpu_count()),
+                                 "--h5", store, "--data-root", data, "--size", "224", "--no-progress", "--json"])
+        summary = last_json(out)
+        rate = summary["images_per_second"]
+        table.add("gpu", f"{precision}: fstore build, {summary['total_new']} images, store written", fmt(rate), "img/s",
+                  f"image stage {summary['image_seconds']:.1f} s of {t:.1f} s wall; peak RSS {rss:.0f} MB; "
+                  f"{share(rate)}")
+        table.add("gpu", f"{precision}: fstore build / encoder alone", fmt(rate / enc_rate, 2), "x")
+        if precision == a.precisions[0]:
+            verify = subprocess.run([a.access, "--path", store, "verify", "--json"], capture_output=True, text=True)
+            table.add("gpu", f"{precision}: fstore-access verify of that store",
+                      "ok" if verify.returncode == 0 else f"exit {verify.returncode}", "",
+                      "" if verify.returncode == 0 else (verify.stdout + verify.stderr).strip()[:300])
+            ref_store = os.path.join(work, f"gpu-{precision}-ref.h5")
+            drop(ref_store)
+            t_r, rss_r, out_r = run_timed([PY, ref, "--model", model, "--run-image", "--device", a.device,
+                                           "--precision", precision, "--batch-size", batch,
+                                           "--threads", str(os.cpu_count()), "--h5", ref_store,
+                                           "--data-root", ref_data, "--size", "224", "--json"])
+            ref_rate = last_json(out_r)["images_per_second"]
+            drop(ref_store)
+            table.add("gpu", f"{precision}: Python reference (torch.jit + PIL + h5py), {a.gpu_ref_images} images",
+                      fmt(ref_rate), "img/s", f"{t_r:.1f} s wall; peak RSS {rss_r:.0f} MB")
+            table.add("gpu", f"{precision}: ratio fstore / Python reference", fmt(rate / ref_rate, 2), "x")
+        drop(store)
+
+
 # ---- reads --------------------------------------------------------------------------------
 
 H5PY_READ = r'''
@@ -310,7 +437,14 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="writer,e2e,memory,reads")
     ap.add_argument("--results", help="write the table + machine description (markdown) here")
+    ap.add_argument("--device", default="cuda", help="gpu section: torch device (cpu for a dry run)")
+    ap.add_argument("--precisions", default="bf16,fp16", help="gpu section: comma-separated")
+    ap.add_argument("--gpu-model", default="so400m", help="gpu section: make_test_model.py preset")
+    ap.add_argument("--gpu-images", type=int, default=2560, help="gpu section: images fstore encodes")
+    ap.add_argument("--gpu-ref-images", type=int, default=640, help="gpu section: images the Python reference encodes")
+    ap.add_argument("--gpu-batch", type=int, default=64)
     a = ap.parse_args()
+    a.precisions = [p for p in a.precisions.split(",") if p]
     q = a.quick
     a.writer_rows, a.writer_rounds = (256, 1) if q else (2000, 3)
     a.rss_rows, a.rss_batches = (128, [16, 64]) if q else (512, [16, 64, 256])
@@ -331,6 +465,8 @@ def main():
         bench_memory(a, table, a.work)
     if "reads" in sections:
         bench_reads(a, table, a.work)
+    if "gpu" in sections:
+        bench_gpu(a, table, a.work)
     m["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"total {time.time() - started:.0f} s; load average at start {m['load']}, at end {m['load_after']}")
     if a.results:

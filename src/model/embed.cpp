@@ -1,6 +1,5 @@
 // fstore embed's logic and the config -> tokenizer / preprocessor glue. No LibTorch here:
 // the model is reached through ClipModel's plain-buffer interface.
-#include <cstring>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>

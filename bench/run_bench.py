@@ -312,8 +312,8 @@ def bench_gpu(a, table, work):
             return ""
         return f"{images_per_second * flop / 1e12:.0f} TFLOP/s = {images_per_second * flop / 1e12 / peak['tflops']:.0%} of the peak"
 
+    size = str(archive_config(model)["image_size"])
     for precision in a.precisions:
-        size = str(archive_config(model)["image_size"])
         enc = last_json(run_timed([PY, "-c", ENCODER_ONLY, model, a.device, precision, batch, size])[2])
         enc_rate = enc["images_per_second"]
         table.add("gpu", f"{precision}: encoder alone (PyTorch, batch {batch}, device-resident input)",

@@ -96,7 +96,9 @@ std::string texts_hash(const std::vector<std::string>& texts);
 
 class FeatureStore {
 public:
-    enum class Access { read_only, read_write };
+    // templates_only: a writer of templates and attributes (clear-templates) that leaves the
+    // row datasets exactly as found: no repair, no trim; append/truncate are refused.
+    enum class Access { read_only, read_write, templates_only };
 
     // Opens an existing store. read_write: takes the writer lock, rolls back an unfinished
     // commit, repairs missing datasets/templates (as the reference does: ids = row number,
@@ -105,7 +107,7 @@ public:
     // datasets, ids[i] == i and split[i] is non-empty: fill values mark torn rows), then
     // rewrites split_counts if it disagrees with the data.
     // read_only never modifies the data: rows() counts the complete rows, missing ids/labels/
-    // split read as the repair would fill them. A journal left by a killed writer is rolled
+    // split read as the repair would fill them; templates_only reads rows the same way. A journal left by a killed writer is rolled
     // back first when the file is writable (the result is the last commit); otherwise the
     // open throws LockedError saying to open it for writing once.
     // Throws NotFoundError (missing path, directory), FormatError (not HDF5 / no

@@ -605,7 +605,8 @@ nlohmann::json to_json(const FetchResult& result) {
 // ---- clear-templates ----------------------------------------------------------------------
 
 std::vector<std::string> clear_templates(const std::filesystem::path& path) {
-    auto store = FeatureStore::open(path, FeatureStore::Access::read_write);
+    // templates_only: a torn tail of image rows stays as found (only a build trims it).
+    auto store = FeatureStore::open(path, FeatureStore::Access::templates_only);
     auto ids = list_templates(store);
     store.clear_templates();
     store.commit();

@@ -298,6 +298,8 @@ class FeatureStore::Impl {
 public:
     fs::path path;
     bool writable = false;
+    // Access::templates_only: the rows are read as a reader sees them and never changed.
+    bool rows_frozen = false;
     StoreLayout layout;
     std::int64_t rows = 0;
     h5::File file;
@@ -330,6 +332,13 @@ public:
             throw InternalError("cannot " + std::string(action) + ": an earlier change of store " +
                                 quoted(path) + " failed and is rolled back to the last commit "
                                 "when closed; reopen the store");
+    }
+
+    void require_rows_writable(const char* action) const {
+        require_writable(action);
+        if (rows_frozen)
+            throw UsageError("cannot " + std::string(action) + ": store " + quoted(path) +
+                             " is open for templates only; open it with Access::read_write");
     }
 
     // Runs the writing part of a change: if it throws, nothing of it may become permanent
@@ -664,7 +673,8 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
     h5::init();
     auto impl = std::make_unique<Impl>();
     impl->path = path;
-    impl->writable = access == Access::read_write;
+    impl->writable = access != Access::read_only;
+    impl->rows_frozen = access == Access::templates_only;
 #ifdef FSTORE_HAVE_JOURNAL
     // A reader that finds a killed writer's journal rolls it back, as SQLite readers do: the
     // result is the last committed store, which is what the reader should see. Without write
@@ -702,7 +712,7 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
         if (h5::exists(impl->file, column_names[i]))
             impl->columns[i] = open_column(impl->file, column_names[i]);
     impl->load_layout();
-    if (impl->writable) {
+    if (impl->writable && !impl->rows_frozen) {
         impl->repair();
     } else {
         impl->rows = impl->complete_rows();
@@ -791,7 +801,7 @@ std::int64_t FeatureStore::rows() const { return use(impl_).rows; }
 
 void FeatureStore::append_batch(const RowBatch& batch) {
     Impl& s = use(impl_);
-    s.require_writable("append rows");
+    s.require_rows_writable("append rows");
     if (batch.rows < 0) throw UsageError("cannot append a negative number of rows");
     if (batch.rows == 0) return;
     if (batch.image_features == nullptr || batch.image_token_features == nullptr ||
@@ -929,7 +939,7 @@ std::vector<std::string> FeatureStore::read_all_splits() const {
 
 void FeatureStore::truncate_rows(std::int64_t rows) {
     Impl& s = use(impl_);
-    s.require_writable("truncate rows");
+    s.require_rows_writable("truncate rows");
     if (rows < 0 || rows > s.rows)
         throw UsageError("cannot keep " + std::to_string(rows) + " rows: store " + quoted(s.path) +
                          " has " + std::to_string(s.rows) + " (valid 0.." + std::to_string(s.rows) + ")");

@@ -379,6 +379,30 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(run_json(self, path, "templates"), {"templates": []})
                 self.assertEqual(run(path, "verify").returncode, 0)
 
+    def test_clear_templates_leaves_a_torn_tail_as_found(self):
+        # A killed reference writer leaves datasets of different lengths (here /labels is 3
+        # rows short) or a wrong last id: only a build may trim those rows, never
+        # clear-templates, whose contract is that image data is not touched.
+        for breakage in ("short_labels", "wrong_last_id"):
+            with self.subTest(breakage=breakage):
+                path = os.path.join(self.tmp, breakage + ".h5")
+                write_h5py_store(path)
+                with h5py.File(path, "r+") as f:
+                    if breakage == "short_labels":
+                        f["labels"].resize((f["labels"].shape[0] - 3,))
+                    else:
+                        f["ids"][-1] = 999
+                with h5py.File(path, "r") as f:
+                    before = {k: f[k][()] for k in ("image_features", "image_token_features", "ids", "labels", "split")}
+                    counts_before = f.attrs["split_counts"]
+                j = run_json(self, path, "clear-templates")
+                self.assertTrue(j["removed"])
+                with h5py.File(path, "r") as f:
+                    self.assertEqual(list(f["templates"]), [])
+                    self.assertEqual(f.attrs["split_counts"], counts_before)
+                    for key, value in before.items():
+                        self.assertTrue(np.array_equal(f[key][()], value), key)
+
     def test_verify_broken_stores(self):
         good = os.path.join(self.tmp, "good.h5")
         write_h5py_store(good)

@@ -485,6 +485,20 @@ TEST_F(StoreTest, TrimsUnequalAndTornRows) {
         EXPECT_EQ(store.rows(), 9);
     }
     {
+        // templates_only edits templates and leaves the torn rows as found for a build to trim.
+        auto store = FeatureStore::open(path_, FeatureStore::Access::templates_only);
+        EXPECT_TRUE(store.writable());
+        EXPECT_EQ(store.rows(), 9);
+        store.clear_templates();
+        EXPECT_THROW(store.append_batch(make_rows(9, 1, "val").batch()), fstore::UsageError);
+        EXPECT_THROW(store.truncate_rows(5), fstore::UsageError);
+    }
+    {
+        fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
+        EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "image_features"))[0], 11u);
+        EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "ids"))[0], 10u);
+    }
+    {
         auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
         EXPECT_EQ(store.rows(), 9);
         store.append_batch(make_rows(9, 1, "val").batch());

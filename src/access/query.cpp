@@ -795,7 +795,8 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
     }
     if (attribute_ok && attribute != nonzero) {
         report.findings.push_back("split_counts attribute " + nlohmann::json(attribute).dump() +
-                                  " differs from the counts in /split " + nlohmann::json(nonzero).dump() +
+                                  " differs from the counts in the complete rows of /split " +
+                                  nlohmann::json(nonzero).dump() +
                                   " (a resume would skip or repeat samples)");
     }
     report.checks.push_back("split_counts attribute equals the counts in /split");
@@ -838,7 +839,19 @@ VerifyReport verify(const std::filesystem::path& path) {
         report.findings.push_back("fstore cannot open the store: " + open_error);
         return report;
     }
-    verify_contents(*store, std::min(report.rows, store->rows()), report);
+    const std::int64_t complete = store->rows();
+    if (complete < report.rows) {
+        const std::int64_t torn = report.rows - complete;
+        const std::string which = torn == 1 ? "row " + std::to_string(complete) + " (the last of " +
+                                                  std::to_string(report.rows) + ") is"
+                                            : "rows " + std::to_string(complete) + ".." +
+                                                  std::to_string(report.rows - 1) + " (" + std::to_string(torn) +
+                                                  " of " + std::to_string(report.rows) + ") are";
+        report.findings.push_back(which + " incomplete: id not the row number or split empty (an "
+                                  "interrupted write); readers hide them and the next fstore build trims them");
+    }
+    report.checks.push_back("every row is complete (id = row number, split set)");
+    verify_contents(*store, std::min(report.rows, complete), report);
     return report;
 }
 

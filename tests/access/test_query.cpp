@@ -733,6 +733,7 @@ TEST(Verify, ReportsEachBreakage) {
         {"lengths", "different lengths"},   {"ids", "ids are not 0..N-1"},
         {"split_counts", "split_counts"},   {"template_k", "attribute K=16"},
         {"template_t", "attribute T_txt=8"}, {"texts_hash", "texts_hash"},
+        {"torn_tail", "are incomplete"},
     };
     // One Python run writes a good store and a broken copy per kind.
     run_python(dir, "import shutil\nfrom fstore_ref import store\nd = '" + dir.path().string() +

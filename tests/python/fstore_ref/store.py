@@ -215,6 +215,15 @@ def _break_split_counts(f):
     f.attrs["split_counts"] = json.dumps(counts)
 
 
+def _break_torn_tail(f):
+    # A reference writer killed after resizing all five datasets and writing only the
+    # features of its last batch: ids stay 0 and split stays empty there.
+    n = f["ids"].shape[0]
+    for key in ("image_features", "image_token_features", "ids", "labels", "split"):
+        f[key].resize(n + 3, axis=0)
+    f["image_features"][n:] = 1
+
+
 def _first_template(f):
     return f["templates"][sorted(f["templates"].keys())[0]]
 
@@ -237,6 +246,7 @@ BREAKAGES = {
     "lengths": _break_lengths,            # labels one row shorter than the others
     "ids": _break_ids,                    # ids not 0..N-1
     "split_counts": _break_split_counts,  # attribute disagrees with /split
+    "torn_tail": _break_torn_tail,        # last rows grown but never completed
     "template_k": _break_template_k,      # K attribute != rows
     "template_t": _break_template_t,      # T_txt attribute != tokens
     "texts_hash": _break_texts_hash,      # hash does not match texts

@@ -116,7 +116,7 @@ int run_batch(const Options& o) {
     if (o.json) {
         const auto array = fstore::read_batch(store, plan);
         if (o.out) fstore::npy::write_npy(*o.out, array);
-        print_json(fstore::batch_json(array));
+        std::cout << fstore::batch_json_line(array) << '\n';
         return 0;
     }
     if (o.out) fstore::write_batch_npy(store, plan, *o.out);

@@ -177,11 +177,15 @@ BatchPlan plan_batch(const FeatureStore& store, const BatchRequest& request);
 Array read_batch(const FeatureStore& store, const BatchPlan& plan);
 // Streams the rows into a .npy file, a block of rows at a time.
 void write_batch_npy(const FeatureStore& store, const BatchPlan& plan, const std::filesystem::path& out);
-// {"shape", "dtype", "data"}: data as nested lists; half values are printed exactly (the
-// shortest decimal that reads back as the same double, e.g. 0.0999755859375).
-nlohmann::json batch_json(const Array& array);
+// One line of JSON {"data", "dtype", "shape"}: data as nested lists; half values are
+// printed exactly (the shortest decimal that reads back as the same double, e.g.
+// 0.0999755859375). NaN and ±infinity print as Python's json.dumps writes them (NaN,
+// Infinity, -Infinity): json.loads reads them back; strict parsers refuse them, as they
+// refuse Python's own output.
+std::string batch_json_line(const Array& array);
 
-// Nested JSON lists of an array's values (f16 converted exactly to double).
+// Nested JSON lists of an array's values (f16 converted exactly to double); a non-finite
+// value is the string "NaN", "Infinity" or "-Infinity".
 nlohmann::json array_values_json(const Array& array);
 
 // ---- fetch ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 #include "fstore/query.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <set>
 #include <system_error>
@@ -80,12 +81,16 @@ void values_json(const Array& array, std::size_t axis, std::int64_t& offset, nlo
         auto& list = out.get_ref<nlohmann::json::array_t&>();
         list.reserve(static_cast<std::size_t>(extent));
         for (std::int64_t i = 0; i < extent; ++i, ++offset) {
+            double value = 0;
             switch (array.dtype) {
-                case DType::f16:
-                    list.emplace_back(static_cast<double>(half_to_float(array.data<std::uint16_t>()[offset])));
-                    break;
-                case DType::f32: list.emplace_back(static_cast<double>(array.data<float>()[offset])); break;
-                case DType::i64: list.emplace_back(array.data<std::int64_t>()[offset]); break;
+                case DType::f16: value = static_cast<double>(half_to_float(array.data<std::uint16_t>()[offset])); break;
+                case DType::f32: value = static_cast<double>(array.data<float>()[offset]); break;
+                case DType::i64: list.emplace_back(array.data<std::int64_t>()[offset]); continue;
+            }
+            if (std::isfinite(value)) {
+                list.emplace_back(value);
+            } else {  // nlohmann would print null: keep which one it was (see batch_json_line)
+                list.emplace_back(std::isnan(value) ? "NaN" : value > 0 ? "Infinity" : "-Infinity");
             }
         }
         return;
@@ -473,8 +478,23 @@ nlohmann::json array_values_json(const Array& array) {
     return out;
 }
 
-nlohmann::json batch_json(const Array& array) {
-    return {{"shape", array.shape}, {"dtype", dtype_name(array.dtype)}, {"data", array_values_json(array)}};
+std::string batch_json_line(const Array& array) {
+    const auto dump = [](const nlohmann::json& value) {
+        return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    };
+    std::string data = dump(array_values_json(array));
+    // The data lists hold only numbers and the markers of non-finite values, so a marker
+    // string can only be one of those: print it bare, as Python's json.dumps does.
+    if (data.find('"') != std::string::npos) {
+        for (const char* word : {"NaN", "-Infinity", "Infinity"}) {
+            const std::string quoted_word = std::string("\"") + word + "\"";
+            for (auto at = data.find(quoted_word); at != std::string::npos; at = data.find(quoted_word, at)) {
+                data.replace(at, quoted_word.size(), word);
+            }
+        }
+    }
+    const nlohmann::json shape = array.shape;
+    return "{\"data\":" + data + ",\"dtype\":\"" + dtype_name(array.dtype) + "\",\"shape\":" + dump(shape) + "}";
 }
 
 // ---- fetch ------------------------------------------------------------------------------

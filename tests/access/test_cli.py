@@ -379,6 +379,22 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(run_json(self, path, "templates"), {"templates": []})
                 self.assertEqual(run(path, "verify").returncode, 0)
 
+    def test_batch_json_keeps_non_finite_values(self):
+        # fp16 overflows to inf; JSON has no such numbers, and null would lose which it was.
+        # They print as Python's json.dumps writes them, which json.loads reads back.
+        path = os.path.join(self.tmp, "nonfinite.h5")
+        write_h5py_store(path)
+        with h5py.File(path, "r+") as f:
+            row = f["image_features"][0]
+            row[:3] = [np.nan, np.inf, -np.inf]
+            f["image_features"][0] = row
+            want = f["image_features"][0:2].astype(np.float64)
+        p = run(path, "batch", "--idx", "0:2", "--json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("[[NaN,Infinity,-Infinity,", p.stdout)
+        got = np.array(json.loads(p.stdout)["data"], dtype=np.float64)
+        self.assertTrue(np.array_equal(got, want, equal_nan=True))
+
     def test_clear_templates_leaves_a_torn_tail_as_found(self):
         # A killed reference writer leaves datasets of different lengths (here /labels is 3
         # rows short) or a wrong last id: only a build may trim those rows, never

@@ -151,6 +151,10 @@ public:
     // not an Array: use read_splits. Runs of contiguous indices are read as one hyperslab;
     // each column's chunk cache holds two chunks, so scattered rows decompress a chunk once.
     Array read_rows(Column column, const std::vector<std::int64_t>& rows) const;
+    // Throws FormatError naming the fix when the file lacks the dataset of `column` and a
+    // read cannot stand in for it (ids, labels and split can: see open). Only read-only
+    // opens meet this; writable ones repair the column or refuse to open.
+    void require_column(Column column) const;
     std::vector<std::string> read_splits(const std::vector<std::int64_t>& rows) const;
     std::vector<std::string> read_all_splits() const;
 

@@ -370,6 +370,7 @@ SampleResult sample(const FeatureStore& store, const TypedIndex& index, bool wit
     result.id = store.read_rows(Column::ids, row).data<std::int64_t>()[0];
     result.label = store.read_rows(Column::labels, row).data<std::int64_t>()[0];
     result.split = store.read_splits(row).at(0);
+    store.require_column(Column::image_token_features);
     const auto layout = store.layout();
     result.image_feature_shape = row_shape(Column::image_features, layout);
     result.image_token_feature_shape = row_shape(Column::image_token_features, layout);
@@ -414,6 +415,7 @@ BatchPlan plan_batch(const FeatureStore& store, const BatchRequest& request) {
         case Feature::patches: plan.column = Column::image_token_features; plan.dtype = DType::f16; break;
         case Feature::label: plan.column = Column::labels; plan.dtype = DType::i64; break;
     }
+    store.require_column(plan.column);
     std::vector<std::int64_t> split_rows;
     std::string what = "the store";
     if (request.split == "all") {

@@ -857,11 +857,23 @@ void FeatureStore::append_batch(const RowBatch& batch) {
     s.rows = new_rows;
 }
 
+void FeatureStore::require_column(Column column) const {
+    const Impl& s = use(impl_);
+    if (s.has(column) || column == Column::ids || column == Column::labels || column == Column::split)
+        return;
+    // Only the token features can be missing here (open refuses a file without
+    // /image_features), and the repair refuses to invent them for existing rows.
+    throw FormatError("store " + quoted(s.path) + " has no /" + name_of(column) + " dataset: the token features of its " +
+                      std::to_string(s.rows) + " rows are lost; restore the dataset, or build a new store "
+                      "(another --h5 path)");
+}
+
 Array FeatureStore::read_rows(Column column, const std::vector<std::int64_t>& rows) const {
     Impl& s = use(impl_);
     if (column == Column::split)
         throw UsageError("read_rows cannot return the split column: use read_splits");
     for (std::int64_t r : rows) s.check_index(r);
+    require_column(column);
 
     Array out;
     out.dtype = column == Column::ids || column == Column::labels ? DType::i64 : DType::f16;
@@ -872,15 +884,11 @@ Array FeatureStore::read_rows(Column column, const std::vector<std::int64_t>& ro
     out.bytes.resize(rows.size() * row_bytes);
     if (rows.empty()) return out;
 
-    if (!s.has(column)) {
-        if (column == Column::ids || column == Column::labels) {
-            auto* values = reinterpret_cast<std::int64_t*>(out.bytes.data());
-            for (std::size_t i = 0; i < rows.size(); ++i)
-                values[i] = column == Column::ids ? rows[i] : missing_label;
-            return out;
-        }
-        throw FormatError("store " + quoted(s.path) + " has no /" + name_of(column) +
-                          " dataset: open it for writing once to repair it");
+    if (!s.has(column)) {  // ids or labels (require_column): as the repair would fill them
+        auto* values = reinterpret_cast<std::int64_t*>(out.bytes.data());
+        for (std::size_t i = 0; i < rows.size(); ++i)
+            values[i] = column == Column::ids ? rows[i] : missing_label;
+        return out;
     }
 
     std::vector<std::int64_t> unique = rows;

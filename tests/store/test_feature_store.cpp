@@ -418,9 +418,32 @@ TEST_F(StoreTest, RefusesToRepairLostTokenFeaturesAndKeepsRows) {
     } catch (const fstore::FormatError& e) {
         EXPECT_NE(std::string(e.what()).find("image_token_features"), std::string::npos) << e.what();
     }
-    fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
-    EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "image_features"))[0], 5u);
-    EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "ids"))[0], 5u);
+    {
+        fstore::h5::File f(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open");
+        EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "image_features"))[0], 5u);
+        EXPECT_EQ(fstore::h5::dims(fstore::h5::open_dataset(f, "ids"))[0], 5u);
+    }
+    // A reader still reads the other columns, and the lost one (also with the T_img
+    // attribute gone, when nothing says how many tokens a row had) is a FormatError.
+    for (bool without_t_img : {false, true}) {
+        if (without_t_img) {
+            auto w = raw_open();
+            ASSERT_GE(H5Adelete(w, "T_img"), 0);
+        }
+        auto store = FeatureStore::open(path_);
+        EXPECT_EQ(store.rows(), 5);
+        expect_cls_row(store.read_rows(Column::image_features, {4}), 0, 4);
+        EXPECT_NO_THROW(store.require_column(Column::ids));
+        for (const std::vector<std::int64_t>& rows : {std::vector<std::int64_t>{0}, std::vector<std::int64_t>{}}) {
+            try {
+                store.read_rows(Column::image_token_features, rows);
+                ADD_FAILURE() << "read token features that the file does not hold";
+            } catch (const fstore::FormatError& e) {
+                EXPECT_NE(std::string(e.what()).find("token features of its 5 rows are lost"), std::string::npos)
+                    << e.what();
+            }
+        }
+    }
 }
 
 // A write the file system refuses (here: over RLIMIT_FSIZE, as a full disk would) is an I/O

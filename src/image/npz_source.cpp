@@ -4,12 +4,17 @@
 #include <zip.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <condition_variable>
+#include <exception>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <numeric>
+#include <thread>
 #include <utility>
 
 #include "fstore/datasets.hpp"
@@ -232,6 +237,19 @@ public:
         }
     }
 
+    // Reads the rest of the member and lets libzip compare its CRC (a stored member is read
+    // too, not seeked over, so that every byte is checked).
+    // Returns early (unchecked) once `stop` is set.
+    void check_rest(const std::atomic<bool>& stop) {
+        constexpr std::size_t chunk = 1 << 20;
+        std::vector<std::uint8_t> scratch(chunk);
+        while (!stop.load(std::memory_order_relaxed)) {
+            const zip_int64_t got = zip_fread(file_.get(), scratch.data(), chunk);
+            if (got < 0) corrupt(zip_file_strerror(file_.get()));
+            if (got == 0) return;
+        }
+    }
+
     // At the end of the data: one more read lets libzip compare the CRC (only meaningful
     // when every byte went through zip_fread).
     void finish() {
@@ -282,6 +300,73 @@ private:
     std::uint64_t offset_ = 0;
     bool seeked_ = false;
     bool seekable_ = false;
+};
+
+// Reads each split's images member once, in split order, on a thread of its own with its
+// own libzip handle, and lets libzip check its CRC. NpzSource hands out no sample of a member
+// before its check passed: rows encoded from corrupt pixels would be committed long before
+// the member's end, and a resume could not tell them apart (a corrupt copy has the same
+// member table). Running ahead overlaps the check with loading the model, the text stage and
+// the encoding of the splits before it. MedMNIST's own loader (np.load) reads members whole.
+class MemberChecker {
+public:
+    struct Target {
+        zip_uint64_t index;
+        std::string where;
+    };
+
+    MemberChecker(std::string path, std::vector<Target> targets)
+        : path_(std::move(path)), targets_(std::move(targets)), errors_(targets_.size()) {
+        thread_ = std::thread([this] { run(); });
+    }
+    MemberChecker(const MemberChecker&) = delete;
+    MemberChecker& operator=(const MemberChecker&) = delete;
+    ~MemberChecker() {
+        stop_ = true;
+        thread_.join();
+    }
+
+    // Blocks until target i is checked; throws its FormatError if the check failed.
+    void wait(std::size_t i) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_changed_.wait(lock, [&] { return done_ > i; });
+        if (errors_[i]) std::rethrow_exception(errors_[i]);
+    }
+
+private:
+    void run() {
+        std::exception_ptr failure;  // opening the archive failed: every target fails so
+        ZipPtr zip;
+        int err = 0;
+        zip.reset(zip_open(path_.c_str(), ZIP_RDONLY, &err));
+        if (!zip) {
+            failure = std::make_exception_ptr(FormatError("'" + path_ + "' could not be opened again to check it (libzip error " +
+                                                          std::to_string(err) + "): check that it is not being replaced"));
+        }
+        for (std::size_t i = 0; i < targets_.size() && !stop_; ++i) {
+            std::exception_ptr error = failure;
+            if (!error) {
+                try {
+                    Member(zip.get(), targets_[i].index, targets_[i].where).check_rest(stop_);
+                } catch (...) {
+                    error = std::current_exception();
+                }
+            }
+            std::lock_guard<std::mutex> lock(mutex_);
+            errors_[i] = error;
+            ++done_;
+            done_changed_.notify_all();
+        }
+    }
+
+    const std::string path_;
+    const std::vector<Target> targets_;
+    std::atomic<bool> stop_{false};
+    std::mutex mutex_;
+    std::condition_variable done_changed_;
+    std::size_t done_ = 0;
+    std::vector<std::exception_ptr> errors_;
+    std::thread thread_;  // last: starts after everything it uses exists
 };
 
 struct SplitMembers {
@@ -349,6 +434,9 @@ public:
             splits_.push_back(open_split(name));
             info_.push_back({name, splits_.back().count});
         }
+        std::vector<MemberChecker::Target> targets;
+        for (const auto& split : splits_) targets.push_back({split.images_index, where(split.name + "_images.npy")});
+        checker_ = std::make_unique<MemberChecker>(path_, std::move(targets));
         advance_past_empty();
     }
 
@@ -563,6 +651,7 @@ private:
             labels_.resize(static_cast<std::size_t>(s.count));
             for (std::size_t i = 0; i < labels_.size(); ++i) labels_[i] = decode_label(&raw[i * row], s.labels);
         }
+        checker_->wait(current_);
         images_ = std::make_unique<Member>(zip_.get(), s.images_index, where(s.name + "_images.npy"));
         images_->read_header();
     }
@@ -591,6 +680,7 @@ private:
     std::unique_ptr<Member> images_;
     std::vector<std::int64_t> labels_;
     std::vector<std::uint8_t> scratch_;
+    std::unique_ptr<MemberChecker> checker_;  // one target per entry of splits_
 };
 
 }  // namespace

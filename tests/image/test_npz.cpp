@@ -225,14 +225,13 @@ TEST_F(NpzTest, TruncatedAndCorruptFilesAreFormatErrors) {
         auto bytes = test::read_bytes(file(stem + ".npz"));
         for (std::size_t k = 0; k < 16; ++k) bytes[offset + k] ^= 0x5A;
         test::write_bytes(path, bytes);
-        auto src = open_npz(path);
+        // Found before the first sample is handed out (so no row from the member is ever
+        // committed), and also when a resume skips past the bad bytes.
         std::vector<Sample> out;
-        EXPECT_THROW(
-            {
-                while (src->next_batch(3, out) > 0) {
-                }
-            },
-            FormatError);
+        EXPECT_THROW(open_npz(path)->next_batch(1, out), FormatError);
+        EXPECT_THROW(open_npz(path)->skip(1), FormatError);
+        auto src = open_npz(path, {"val"});
+        EXPECT_GT(src->next_batch(1, out), 0u) << "the other members are intact";
     }
 }
 

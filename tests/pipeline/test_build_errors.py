@@ -4,8 +4,10 @@ that names the problem and the fix; custom image folders skip (or, --strict, ref
 unreadable images."""
 import json
 import os
+import struct
 import sys
 import tempfile
+import zipfile
 
 import numpy as np
 from PIL import Image
@@ -117,6 +119,30 @@ def main():
         p = t.run(t.build_cmd(fail_fast, small, size=64), check_rc=DATA)
         one_line_error(p, "28x28 images, not 64x64", "--size")
         assert not os.path.exists(fail_fast)
+
+        # A byte flipped in the pixels of train sample 5 of a stored (np.savez) member: the
+        # CRC check fails before any row of that member is committed, so a rerun on a good
+        # copy cannot resume past rows encoded from the bad pixels.
+        arrays = t.make_data(os.path.join(tmp, "good"), train=12, val=1, test=1)
+        corrupt_dir = os.path.join(tmp, "corrupt")
+        os.makedirs(corrupt_dir)
+        corrupt = os.path.join(corrupt_dir, "bloodmnist.npz")
+        np.savez(corrupt, **arrays)
+        with zipfile.ZipFile(corrupt) as z:
+            info = z.getinfo("train_images.npy")
+        with open(corrupt, "r+b") as f:
+            f.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", f.read(4))
+            npy_header = 128  # numpy pads the .npy header of these arrays to 128 bytes
+            at = info.header_offset + 30 + name_len + extra_len + npy_header + 5 * 28 * 28 * 3 + 7
+            f.seek(at)
+            byte = f.read(1)
+            f.seek(at)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        crc_h5 = os.path.join(tmp, "crc.h5")
+        p = t.run(t.build_cmd(crc_h5, corrupt_dir, "--run-image", batch_size=2), check_rc=BAD_FORMAT)
+        one_line_error(p, "train_images.npy", "CRC", "re-download")
+        assert t.read(crc_h5)["ids"].shape[0] == 0, "rows were committed from a corrupt member"
     print("ok")
 
 

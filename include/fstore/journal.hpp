@@ -41,7 +41,8 @@
 
 namespace fstore::journal {
 
-// `<path>.journal`: where the journal of `path` lives.
+// `<path>.journal`: where the journal of `path` lives; for a symlink, beside the file it
+// points to (so every name of the store finds the same journal).
 std::filesystem::path journal_path(const std::filesystem::path& path);
 
 // A new file access property list selecting the journaling driver (the caller closes it).

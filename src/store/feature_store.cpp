@@ -584,7 +584,7 @@ void check_writable(const fs::path& path) {
     if (const auto why = refusal(path, W_OK); !why.empty())
         throw IoError("store " + quoted(path) + " is not writable (" + why + ")" + fix);
 #ifdef FSTORE_HAVE_JOURNAL
-    const fs::path directory = directory_of(path);
+    const fs::path directory = directory_of(journal::journal_path(path));
     if (const auto why = refusal(directory, W_OK | X_OK); !why.empty())
         throw IoError("store " + quoted(path) + " is not writable: its directory " + quoted(directory) +
                       ", where its rollback journal goes, is not (" + why + ")" + fix);

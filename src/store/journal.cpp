@@ -762,7 +762,15 @@ private:
 }  // namespace
 
 std::filesystem::path journal_path(const std::filesystem::path& path) {
+    // A store reached through a symlink has one journal, beside the file itself, whichever
+    // name a writer or reader used (a link's own name would hide a killed writer's journal
+    // from opens by the real name). A dangling link keeps its own name.
+    std::error_code ec;
     std::filesystem::path result = path;
+    if (fs::is_symlink(path, ec)) {
+        auto target = fs::canonical(path, ec);
+        if (!ec) result = std::move(target);
+    }
     result += ".journal";
     return result;
 }

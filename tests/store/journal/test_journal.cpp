@@ -361,6 +361,25 @@ TEST_F(Journal, OpeningForWriteRollsBackALeftJournal) {
     EXPECT_EQ(checked_rows(d.get(), cols), 310);
 }
 
+// A writer killed while it wrote the store through a symlink leaves the journal beside the
+// real file, so opening the store by its real name rolls it back too.
+TEST_F(Journal, WriterThroughASymlinkJournalsBesideTheRealFile) {
+    TempDir dir("symlink");
+    const fs::path real = dir / "real.h5";
+    const fs::path link = dir / "link.h5";
+    const std::string committed = make_committed(real);
+    fs::create_symlink(real.filename(), link);
+    EXPECT_EQ(journal::journal_path(link), fs::canonical(real).string() + ".journal");
+    crash_writer(link, true);
+    EXPECT_FALSE(fs::exists(dir / "link.h5.journal"));
+    ASSERT_TRUE(fs::exists(journal::journal_path(real)));
+    EXPECT_TRUE(journal::recover(real));
+    EXPECT_EQ(read_bytes(real), committed);
+    // A dangling link keeps its own name.
+    fs::create_symlink("nowhere.h5", dir / "dangling.h5");
+    EXPECT_EQ(journal::journal_path(dir / "dangling.h5"), dir / "dangling.h5.journal");
+}
+
 TEST_F(Journal, CleanCloseCommits) {
     TempDir dir("close-commits");
     const fs::path p = dir / "store.h5";

@@ -591,6 +591,17 @@ void check_writable(const fs::path& path) {
 #endif
 }
 
+// A zero-byte regular file with no journal beside it (e.g. made by mktemp): nothing to lose.
+bool is_empty_file(const fs::path& path) {
+    std::error_code ec;
+    if (fs::is_symlink(path, ec) || !fs::is_regular_file(path, ec) || fs::file_size(path, ec) != 0 || ec)
+        return false;
+#ifdef FSTORE_HAVE_JOURNAL
+    if (fs::exists(journal::journal_path(path), ec)) return false;  // the rollback restores it
+#endif
+    return true;
+}
+
 void check_path(const fs::path& path) {
     std::error_code ec;
     const auto status = fs::status(path, ec);
@@ -600,6 +611,10 @@ void check_path(const fs::path& path) {
     if (fs::is_directory(status))
         throw NotFoundError(quoted(path) +
                             " is a directory, not a store file: pass the path of the .h5 store");
+    // HDF5 would turn an empty file opened for writing into an empty HDF5 file (no store).
+    if (is_empty_file(path))
+        throw FormatError(quoted(path) + " is an empty file, not a store: pass the path of a store "
+                          "written by fstore build (fstore build creates one in place of an empty file)");
 }
 
 h5::File open_file(const fs::path& path, bool writable, bool durable) {
@@ -723,6 +738,13 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
 FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layout, bool durable) {
     h5::init();
     std::error_code ec;
+    // An empty file (mktemp's) is taken as a place for the new store: it holds nothing.
+    if (is_empty_file(path)) {
+        if (const auto why = refusal(path, W_OK); !why.empty())
+            throw IoError("cannot create store " + quoted(path) + " in place of that empty file (" + why +
+                          "): choose a writable --h5 path");
+        fs::remove(path, ec);
+    }
     if (!fs::exists(path, ec)) {
         if (layout.dim <= 0 || layout.image_tokens <= 0)
             throw UsageError("cannot create store " + quoted(path) + " with D=" +

@@ -561,6 +561,26 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
         EXPECT_THAT(e.what(), HasSubstr("no /image_features"));
     }
     EXPECT_THROW(FeatureStore::open_or_create(dir_ / "no" / "such" / "dir.h5", {D, T}), fstore::NotFoundError);
+
+    // An empty file (mktemp's): opening it is a FormatError that leaves it empty (HDF5 would
+    // write a superblock into it when opened for writing); open_or_create makes the store there.
+    const auto empty = dir_ / "empty.h5";
+    std::ofstream{empty};
+    for (const auto access : {FeatureStore::Access::read_only, FeatureStore::Access::read_write,
+                              FeatureStore::Access::templates_only}) {
+        try {
+            FeatureStore::open(empty, access);
+            ADD_FAILURE() << "opened an empty file";
+        } catch (const fstore::FormatError& e) {
+            EXPECT_THAT(e.what(), HasSubstr("is an empty file"));
+        }
+        EXPECT_EQ(fs::file_size(empty), 0u);
+    }
+    {
+        auto store = FeatureStore::open_or_create(empty, {D, T});
+        store.append_batch(make_rows(0, 2, "train").batch());
+    }
+    EXPECT_EQ(FeatureStore::open(empty).rows(), 2);
 }
 
 // A writer that may not write the store, or the directory its journal goes to, gets an I/O

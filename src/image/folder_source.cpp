@@ -167,6 +167,16 @@ public:
             if (!by_split.count(split)) order.push_back(split);
             by_split[split].push_back(std::move(row));
         }
+        if (by_split.empty()) {
+            throw DataError("'" + o.labels_csv + "' lists no images, only its header: add rows path,label[,split]");
+        }
+        for (const auto& s : o.splits) {
+            if (by_split.count(s)) continue;
+            std::string names;
+            for (const auto& name : order) names += (names.empty() ? "" : ", ") + name;
+            throw UsageError("--splits names '" + s + "', which '" + o.labels_csv + "' does not have (its splits: " +
+                             names + "): use names from its split column (rows without one are train)");
+        }
         std::vector<std::string> wanted = o.splits;
         if (wanted.empty()) {
             for (const auto& s : default_splits()) {

@@ -163,6 +163,16 @@ TEST_F(FolderTest, SplitSelectionAndOrder) {
     ASSERT_EQ(some->next_batch(5, out), 1u);
     EXPECT_EQ(out[0].label, 0);
     EXPECT_EQ(some->next_batch(5, out), 0u);
+    // A split the CSV does not have is a usage error naming the ones it has, not an empty split.
+    try {
+        open_image_folder({images, csv, {"train", "tran"}, false, nullptr});
+        ADD_FAILURE() << "an unknown split was accepted";
+    } catch (const UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("'tran'"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("train, val, extra"), std::string::npos) << e.what();
+    }
+    // A CSV of only its header lists no images: exit 7 like a folder with none readable.
+    EXPECT_THROW(open_image_folder({images, write_csv("path,label,split\n"), {}, false, nullptr}), DataError);
 }
 
 TEST_F(FolderTest, BadCsvAndMissingPaths) {
@@ -172,9 +182,9 @@ TEST_F(FolderTest, BadCsvAndMissingPaths) {
     EXPECT_THROW(open_image_folder({images, write_csv("path,label\na.png,1,extra\n"), {}, false, nullptr}), FormatError);
     EXPECT_THROW(open_image_folder({images, write_csv(""), {}, false, nullptr}), FormatError);
     EXPECT_THROW(open_image_folder({images, dir / "nope.csv", {}, false, nullptr}), NotFoundError);
-    EXPECT_THROW(open_image_folder({dir / "nodir", write_csv("path,label\n"), {}, false, nullptr}), NotFoundError);
+    EXPECT_THROW(open_image_folder({dir / "nodir", write_csv("path,label\na.png,1\n"), {}, false, nullptr}), NotFoundError);
     // A file where a folder belongs (and the reverse) is named as such, not as missing.
-    const auto csv = write_csv("path,label\n");
+    const auto csv = write_csv("path,label\na.png,1\n");
     const auto message = [](const ImageFolderOptions& o) {
         try {
             open_image_folder(o);

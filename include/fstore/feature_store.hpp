@@ -77,7 +77,8 @@ struct TemplateRecord {
     std::int64_t text_tokens = -1;                  // T_txt, -1 when there are no tokens
 };
 
-// Attributes of templates/<id>, as stored.
+// What templates/<id> holds: K, D and T_txt from its datasets' shapes (the attributes of
+// those names only where a dataset is missing), texts_hash and created_at attributes.
 struct TemplateInfo {
     std::string id;
     std::int64_t rows = 0;          // K

@@ -1045,17 +1045,15 @@ TemplateInfo FeatureStore::template_info(const std::string& id) const {
         auto v = h5::read_attribute(group, name);
         return v && std::holds_alternative<std::string>(*v) ? std::get<std::string>(*v) : std::string();
     };
-    // Attributes first; a group written by other tools may lack them, so fall back on shapes.
+    // The datasets' shapes are what a read returns (verify reports attributes that disagree);
+    // the attributes K, D, T_txt stand in only where a dataset is missing or malformed.
     std::vector<hsize_t> shape;
     if (h5::exists(group, "text_features")) shape = h5::dims(h5::open_dataset(group, "text_features"));
-    info.rows = int_attr("K", shape.size() == 2 ? static_cast<std::int64_t>(shape[0]) : 0);
-    info.dim = int_attr("D", shape.size() == 2 ? static_cast<std::int64_t>(shape[1]) : 0);
-    std::int64_t tokens = -1;
-    if (info.has_token_features) {
-        const auto t = h5::dims(h5::open_dataset(group, "text_token_features"));
-        if (t.size() == 3) tokens = static_cast<std::int64_t>(t[1]);
-    }
-    info.text_tokens = int_attr("T_txt", tokens);
+    info.rows = shape.size() == 2 ? static_cast<std::int64_t>(shape[0]) : int_attr("K", 0);
+    info.dim = shape.size() == 2 ? static_cast<std::int64_t>(shape[1]) : int_attr("D", 0);
+    std::vector<hsize_t> t;
+    if (info.has_token_features) t = h5::dims(h5::open_dataset(group, "text_token_features"));
+    info.text_tokens = t.size() == 3 ? static_cast<std::int64_t>(t[1]) : int_attr("T_txt", -1);
     info.texts_hash = str_attr("texts_hash");
     info.created_at = str_attr("created_at");
     return info;

@@ -379,6 +379,24 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(run_json(self, path, "templates"), {"templates": []})
                 self.assertEqual(run(path, "verify").returncode, 0)
 
+    def test_fetch_shapes_are_the_data_shapes(self):
+        # Attributes K and T_txt that disagree with the datasets (verify reports them) do not
+        # change what fetch prints: the shape of what it reads, also with --out.
+        for kind, feature in (("template_k", "text"), ("template_t", "tokens")):
+            with self.subTest(kind=kind):
+                path = os.path.join(self.tmp, kind + ".h5")
+                write_h5py_store(path)
+                ref.break_store(path, kind)
+                with h5py.File(path, "r") as f:
+                    tid = sorted(f["templates"])[0]
+                    name = "text_features" if feature == "text" else "text_token_features"
+                    want = list(f["templates"][tid][name].shape)
+                j = run_json(self, path, "fetch", "--template", tid, "--feature", feature)
+                self.assertEqual(j["templates"][tid]["shape"], want)
+                out = os.path.join(self.tmp, kind + ".npz")
+                self.assertEqual(run(path, "fetch", "--template", tid, "--feature", feature, "--out", out).returncode, 0)
+                self.assertEqual(list(np.load(out)[tid].shape), want)
+
     def test_batch_json_keeps_non_finite_values(self):
         # fp16 overflows to inf; JSON has no such numbers, and null would lose which it was.
         # They print as Python's json.dumps writes them, which json.loads reads back.

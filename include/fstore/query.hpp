@@ -95,6 +95,9 @@ struct TreeNode {
     std::string dtype;                // datasets: numpy-like ("float16", "int64", "str", ...)
     std::vector<std::string> attributes;  // attribute names, sorted
     std::vector<TreeNode> children;       // groups, in name order (as h5py lists them)
+    // A group met again through another hard link (links can form cycles): the path where
+    // the tree shows it; its children are not repeated.
+    std::string same_as;
 };
 
 struct Summary {

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "fstore/error.hpp"
@@ -67,7 +68,10 @@ RawDataset describe_dataset(hid_t dataset) {
     return out;
 }
 
-TreeNode describe_object(hid_t parent, const std::string& name) {
+// Groups already drawn, by object address, with the path they were drawn at.
+using SeenGroups = std::map<haddr_t, std::string>;
+
+TreeNode describe_object(hid_t parent, const std::string& name, const std::string& path, SeenGroups& seen) {
     TreeNode node;
     node.name = name;
     H5Handle object(H5Oopen(parent, name.c_str(), H5P_DEFAULT), H5Oclose);
@@ -83,8 +87,18 @@ TreeNode describe_object(hid_t parent, const std::string& name) {
         node.shape = std::move(info.dims);
         node.dtype = std::move(info.dtype);
     } else if (kind == H5I_GROUP) {
+        // Each group once, as h5py's visit does: hard links may make cycles.
+        H5O_info_t info;
+        if (H5Oget_info2(object.get(), &info, H5O_INFO_BASIC) >= 0) {
+            const auto [it, first] = seen.emplace(info.addr, path);
+            if (!first) {
+                node.same_as = it->second;
+                return node;
+            }
+        }
         for (const auto& child : link_names(object.get())) {
-            node.children.push_back(describe_object(object.get(), child));
+            node.children.push_back(
+                describe_object(object.get(), child, (path == "/" ? "/" : path + "/") + child, seen));
         }
     } else {
         node.dtype = "datatype";
@@ -153,7 +167,8 @@ std::vector<std::string> RawFile::members(const std::string& group) const {
 }
 
 TreeNode RawFile::tree() const {
-    TreeNode root = describe_object(file_.get(), "/");
+    SeenGroups seen;
+    TreeNode root = describe_object(file_.get(), "/", "/", seen);
     root.name = "/";
     return root;
 }

@@ -110,6 +110,7 @@ void render_node(const TreeNode& node, const std::string& prefix, bool last, std
         out += "  " + shape_text(node.shape) + " " + node.dtype;
     } else {
         out += "/";
+        if (!node.same_as.empty()) out += "  (hard link to " + node.same_as + ")";
     }
     if (!node.attributes.empty()) out += "  [attrs: " + join(node.attributes) + "]";
     out += "\n";
@@ -125,6 +126,7 @@ nlohmann::json tree_json(const TreeNode& node) {
         out["shape"] = node.shape;
         out["dtype"] = node.dtype;
     } else {
+        if (!node.same_as.empty()) out["same_as"] = node.same_as;
         auto children = nlohmann::json::array();
         for (const auto& child : node.children) children.push_back(tree_json(child));
         out["children"] = std::move(children);
@@ -833,7 +835,10 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
                                           " does not match its texts (" + hash + ")");
             }
         } catch (const Error& e) {
-            report.findings.push_back("template '" + id + "' is unreadable: " + e.what());
+            const std::string where = "template '" + id + "'";
+            const bool reported = std::any_of(report.findings.begin(), report.findings.end(),
+                                              [&](const std::string& f) { return starts_with(f, where + " "); });
+            if (!reported) report.findings.push_back(where + " is unreadable: " + e.what());
         }
     }
     report.checks.push_back("template texts_hash matches texts");

@@ -405,8 +405,12 @@ void BuildRun::check_identity(const ImageSource* source) {
 // at once, so K and texts_hash describe the data beside them).
 bool stored_template_matches(const FeatureStore& store, const TemplateTexts& t) {
     if (!store.has_template(t.id)) return false;
-    const TemplateInfo info = store.template_info(t.id);
-    return info.rows == static_cast<std::int64_t>(t.texts.size()) && info.texts_hash == texts_hash(t.texts);
+    try {
+        const TemplateInfo info = store.template_info(t.id);
+        return info.rows == static_cast<std::int64_t>(t.texts.size()) && info.texts_hash == texts_hash(t.texts);
+    } catch (const FormatError&) {
+        return false;  // not a whole template group: encoding it again replaces it
+    }
 }
 
 void BuildRun::text_stage() {

@@ -1023,16 +1023,28 @@ bool FeatureStore::has_template(const std::string& id) const {
 }
 
 namespace {
-void require_template(const FeatureStore& store, const std::string& id) {
+// A template id names a group under templates/ holding text_features; anything else there
+// (a dataset, a dangling link, a group of another tool) is a damaged store.
+void require_template(const FeatureStore& store, hid_t file, const std::string& id) {
     if (!store.has_template(id))
         throw UsageError("unknown template '" + id + "' in store " + quoted(store.path()) +
                          ": list the stored ones with fstore-access templates");
+    const std::string group = std::string(templates_group) + "/" + id;
+    const std::string fix = ": remove it with fstore-access clear-templates, then rerun fstore build --run-text";
+    H5O_info_t info;
+    if (H5Oget_info_by_name2(file, group.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 ||
+        info.type != H5O_TYPE_GROUP)
+        throw FormatError("store " + quoted(store.path()) + ": templates/" + id +
+                          " is not a template (a dataset or a broken link, not a group)" + fix);
+    if (!h5::exists(file, group + "/text_features"))
+        throw FormatError("store " + quoted(store.path()) + ": template '" + id +
+                          "' has no text_features dataset" + fix);
 }
 }  // namespace
 
 TemplateInfo FeatureStore::template_info(const std::string& id) const {
     Impl& s = use(impl_);
-    require_template(*this, id);
+    require_template(*this, s.file, id);
     h5::Group group = h5::open_group(s.file, std::string(templates_group) + "/" + id);
     TemplateInfo info;
     info.id = id;
@@ -1061,7 +1073,7 @@ TemplateInfo FeatureStore::template_info(const std::string& id) const {
 
 std::vector<std::string> FeatureStore::template_texts(const std::string& id) const {
     Impl& s = use(impl_);
-    require_template(*this, id);
+    require_template(*this, s.file, id);
     const std::string name = std::string(templates_group) + "/" + id + "/texts";
     if (!h5::exists(s.file, name)) return {};
     h5::Dataset texts = h5::open_dataset(s.file, name);
@@ -1070,13 +1082,12 @@ std::vector<std::string> FeatureStore::template_texts(const std::string& id) con
 
 Array FeatureStore::read_template(const std::string& id, bool token_features) const {
     Impl& s = use(impl_);
-    require_template(*this, id);
+    require_template(*this, s.file, id);
     const std::string name = std::string(templates_group) + "/" + id +
                              (token_features ? "/text_token_features" : "/text_features");
-    if (!h5::exists(s.file, name))
-        throw UsageError("template '" + id + "' has no " +
-                         (token_features ? "token features" : "text features") +
-                         ": rebuild its prompts" + (token_features ? " with token features" : ""));
+    if (!h5::exists(s.file, name))  // only token features can be missing (require_template)
+        throw UsageError("template '" + id + "' has no token features: use --feature text, or rebuild "
+                         "its prompts with token features");
     h5::Dataset dataset = h5::open_dataset(s.file, name);
     Array out;
     out.dtype = DType::f32;

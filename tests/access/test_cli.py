@@ -397,6 +397,30 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(run(path, "fetch", "--template", tid, "--feature", feature, "--out", out).returncode, 0)
                 self.assertEqual(list(np.load(out)[tid].shape), want)
 
+    def test_entries_of_templates_that_are_not_templates(self):
+        path = os.path.join(self.tmp, "odd_templates.h5")
+        write_h5py_store(path)
+        with h5py.File(path, "a") as f:
+            good = sorted(f["templates"])[0]
+            f["templates/dangling"] = h5py.SoftLink("/nowhere")
+            f["templates/a_dataset"] = np.zeros(3)
+            f["templates/loop"] = f["/"]  # a hard-link cycle: summarize must still end
+        p = run(path, "fetch")
+        self.assertEqual(p.returncode, 4, p.stderr)
+        self.assertIn("not a template", p.stderr)
+        self.assertIn("clear-templates", p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertEqual(run(path, "fetch", "--template", good).returncode, 0)
+        s = run(path, "summarize", timeout=30)
+        self.assertEqual(s.returncode, 0, s.stderr)
+        self.assertIn("loop/  (hard link to /)", s.stdout)
+        v = run(path, "verify", "--json")
+        self.assertEqual(v.returncode, EXIT_FINDINGS)
+        findings = json.loads(v.stdout)["findings"]
+        self.assertEqual(sum("'dangling'" in x for x in findings), 1, findings)
+        run_json(self, path, "clear-templates")
+        self.assertEqual(run_json(self, path, "templates"), {"templates": []})
+
     def test_batch_json_keeps_non_finite_values(self):
         # fp16 overflows to inf; JSON has no such numbers, and null would lose which it was.
         # They print as Python's json.dumps writes them, which json.loads reads back.

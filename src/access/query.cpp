@@ -551,8 +551,8 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
     if (!request.concept_list.empty()) {
         const auto concepts = store.json_attribute("concept_texts");
         if (!concepts || !concepts->is_array()) {
-            throw DataError("the store has no concept_texts list attribute, which --concept-list needs: "
-                            "fetch whole templates instead");
+            throw FormatError("the store has no concept_texts list attribute, which --concept-list needs: "
+                              "fetch whole templates instead");
         }
         for (const auto& name : request.concept_list) {
             std::int64_t found = -1;

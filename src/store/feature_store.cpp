@@ -723,9 +723,16 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
         throw FormatError(quoted(path) +
                           " is not an fstore store (no /image_features dataset): pass the path "
                           "of a store written by fstore build");
-    for (std::size_t i = 0; i < column_count; ++i)
-        if (h5::exists(impl->file, column_names[i]))
-            impl->columns[i] = open_column(impl->file, column_names[i]);
+    for (std::size_t i = 0; i < column_count; ++i) {
+        if (!h5::exists(impl->file, column_names[i])) continue;
+        H5O_info_t info;
+        if (H5Oget_info_by_name2(impl->file, column_names[i], &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 ||
+            info.type != H5O_TYPE_DATASET)
+            throw FormatError("store " + quoted(path) + " is damaged: /" + column_names[i] +
+                              " is not a dataset (a group or a broken link): restore it from a copy, "
+                              "or build a new store (another --h5 path)");
+        impl->columns[i] = open_column(impl->file, column_names[i]);
+    }
     impl->load_layout();
     if (impl->writable && !impl->rows_frozen) {
         impl->repair();

@@ -205,9 +205,30 @@ Dataspace simple_space(const std::vector<hsize_t>& shape) {
 std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t count) {
     std::vector<std::string> out;
     if (count == 0) return out;
-    Datatype type = utf8_string_type();
     Dataspace file_space = select_rows(dataset, start, count);
     Dataspace mem_space = simple_space({count});
+    // h5py writes vlen UTF-8, but also vlen ASCII (string_dtype('ascii')) and fixed-length
+    // bytes ('S8'); HDF5 converts none of them to vlen UTF-8, so read each as it is stored.
+    Datatype stored(H5Dget_type(dataset), "cannot read the type of a string dataset");
+    const H5T_cset_t cset = H5Tget_class(stored) == H5T_STRING ? H5Tget_cset(stored) : H5T_CSET_UTF8;
+    if (H5Tget_class(stored) == H5T_STRING && H5Tis_variable_str(stored) == 0) {
+        const std::size_t size = H5Tget_size(stored);
+        Datatype fixed(H5Tcopy(stored), "cannot copy a string type");
+        std::vector<char> bytes(size * count);
+        check_status(H5Dread(dataset, fixed, mem_space, file_space, H5P_DEFAULT, bytes.data()),
+                     "cannot read strings");
+        const bool space_padded = H5Tget_strpad(stored) == H5T_STR_SPACEPAD;
+        out.reserve(count);
+        for (hsize_t i = 0; i < count; ++i) {
+            std::string value(bytes.data() + i * size, size);
+            value.resize(std::min(value.find('\0'), value.size()));
+            if (space_padded) value.erase(value.find_last_not_of(' ') + 1);
+            out.push_back(std::move(value));
+        }
+        return out;
+    }
+    Datatype type = utf8_string_type();
+    if (cset == H5T_CSET_ASCII) check_status(H5Tset_cset(type, H5T_CSET_ASCII), "cannot make an ASCII string type");
     VlenBuffer buffer{std::vector<char*>(count, nullptr), type, mem_space};
     if (H5Dread(dataset, type, mem_space, file_space, H5P_DEFAULT, buffer.pointers.data()) < 0) {
         buffer.pointers.clear();  // nothing to reclaim from a failed read

@@ -421,6 +421,25 @@ class WritingCommands(unittest.TestCase):
         run_json(self, path, "clear-templates")
         self.assertEqual(run_json(self, path, "templates"), {"templates": []})
 
+    def test_split_stored_as_ascii_or_fixed_length_strings(self):
+        # h5py can also write /split as vlen ASCII or as fixed-length bytes ('S8');
+        # reads take them as they are stored.
+        for kind in ("ascii", "fixed"):
+            with self.subTest(kind=kind):
+                path = os.path.join(self.tmp, "split_%s.h5" % kind)
+                write_h5py_store(path)
+                with h5py.File(path, "a") as f:
+                    names = [x.decode() for x in f["split"][()]]
+                    del f["split"]
+                    dtype = h5py.string_dtype("ascii") if kind == "ascii" else "S8"
+                    f.create_dataset("split", data=np.array([n.encode() for n in names], dtype=dtype),
+                                     maxshape=(None,), chunks=(4096,))
+                    labels = f["labels"][()]
+                want = [int(labels[i]) for i, n in enumerate(names) if n == "val"]
+                self.assertTrue(want)
+                self.assertEqual(run_json(self, path, "batch", "--split", "val", "--feature", "label")["data"], want)
+                self.assertEqual(run_json(self, path, "sample", "0")["split"], names[0])
+
     def test_batch_json_keeps_non_finite_values(self):
         # fp16 overflows to inf; JSON has no such numbers, and null would lose which it was.
         # They print as Python's json.dumps writes them, which json.loads reads back.

@@ -562,6 +562,17 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
     }
     EXPECT_THROW(FeatureStore::open_or_create(dir_ / "no" / "such" / "dir.h5", {D, T}), fstore::NotFoundError);
 
+    {  // /image_features (or another column) that is a group is a damaged store, said so
+        fstore::h5::File f(H5Fcreate((dir_ / "group.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "create");
+        fstore::h5::create_group(f, "image_features");
+    }
+    try {
+        FeatureStore::open(dir_ / "group.h5");
+        FAIL();
+    } catch (const fstore::FormatError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("/image_features is not a dataset"));
+    }
+
     // An empty file (mktemp's): opening it is a FormatError that leaves it empty (HDF5 would
     // write a superblock into it when opened for writing); open_or_create makes the store there.
     const auto empty = dir_ / "empty.h5";

@@ -288,6 +288,7 @@ int main(int argc, char** argv) {
     std::string dtype = "float32";
     bool embed_json = false;
     auto* emb = app.add_subcommand("embed", "Encode prompts and/or image files");
+    emb->fallthrough();  // global options (--log-level) may follow the subcommand, as for build
     embed_args.add_to(*emb);
     emb->add_option("--text", request.texts, "a prompt (repeatable; encoded as one padded batch)");
     emb->add_option("--image", request.image_paths, "an 8-bit image file (repeatable)");
@@ -299,6 +300,7 @@ int main(int argc, char** argv) {
     ModelArgs info_args;
     bool info_json = false;
     auto* info = app.add_subcommand("model-info", "Load and check a model archive; print its config and scalars");
+    info->fallthrough();
     info_args.add_to(*info);
     info->add_flag("--json", info_json, "print one JSON object");
 

@@ -29,17 +29,27 @@ void configure_logging(const std::string& tool, const std::string& level) {
     spdlog::set_level(parsed);
 }
 
+namespace {
+// The one line that says why a run failed is its result, not a log message: --log-level off
+// (or error's neighbour "critical") silences logs, never it.
+void report_failure(const std::string& message) {
+    const auto logger = spdlog::default_logger();
+    if (!logger->should_log(spdlog::level::err)) logger->set_level(spdlog::level::err);
+    logger->error("{}", message);
+}
+}  // namespace
+
 int run_guarded(const std::function<int()>& body) {
     try {
         return body();
     } catch (const Error& e) {
-        spdlog::error("{}", e.what());
+        report_failure(e.what());
         return static_cast<int>(e.exit_code());
     } catch (const std::bad_alloc&) {
-        spdlog::error("out of memory: try a smaller --batch-size");
+        report_failure("out of memory: ask for less at once (a smaller --batch-size or selection)");
         return static_cast<int>(ExitCode::internal);
     } catch (const std::exception& e) {
-        spdlog::error("internal error: {} (please report this)", e.what());
+        report_failure(std::string("internal error: ") + e.what() + " (please report this)");
         return static_cast<int>(ExitCode::internal);
     }
 }

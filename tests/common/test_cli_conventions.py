@@ -70,6 +70,16 @@ class Conventions:
                         "--tokens", "2"], check=True)
         return path
 
+    def test_log_level_off_still_prints_the_error(self):
+        # The subclass's runtime error, with logs silenced: the one line stays.
+        args = self.missing_file_args()
+        for call in (["--log-level", "off", *args], [*args, "--log-level", "off"]):
+            with self.subTest(call=call):
+                p = self.run_tool(*call)
+                self.assertEqual(p.returncode, NOT_FOUND, p.stderr)
+                self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+                self.assertIn("missing", p.stderr)
+
     # ---- usage errors -------------------------------------------------------------------
     def test_unknown_option_names_the_subcommands_help(self):
         sub = self.subcommands[0]
@@ -131,6 +141,9 @@ class FstoreAccess(Conventions, unittest.TestCase):
         ("sample", [], "x", "bad index value 'x'"),
     )
     numbers_checked_by_parser = False
+
+    def missing_file_args(self):
+        return ["--path", os.path.join(self.tmp, "missing.h5"), "templates"]
 
     def test_runtime_errors_carry_the_tools_name(self):
         line = self.error_line(NOT_FOUND, "--path", os.path.join(self.tmp, "missing.h5"), "templates")
@@ -202,6 +215,9 @@ class Fstore(Conventions, unittest.TestCase):
     def build(self, h5, *args, user=()):
         return self.run_tool("build", "--run-text", "--model", TINY, "--h5", h5, "--threads", "1", "--no-progress",
                              *args, user=user)
+
+    def missing_file_args(self):
+        return ["model-info", "--model", os.path.join(self.tmp, "missing.pt")]
 
     def test_runtime_errors_carry_the_tools_name(self):
         line = self.error_line(NOT_FOUND, "model-info", "--model", os.path.join(self.tmp, "missing.pt"))

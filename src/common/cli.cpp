@@ -8,6 +8,8 @@
 #include <ostream>
 #include <sstream>
 
+#include <unistd.h>
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -19,7 +21,9 @@ const char* version() { return FSTORE_VERSION; }
 
 void configure_logging(const std::string& tool, const std::string& level) {
     auto logger = spdlog::stderr_color_mt(tool);
-    logger->set_pattern("%n: %^%l%$: %v");
+    // On a terminal a progress bar may be on the current line (drawn with \r, no newline):
+    // each log line first clears it, so a warning never runs into the bar.
+    logger->set_pattern(::isatty(STDERR_FILENO) ? "\r\033[K%n: %^%l%$: %v" : "%n: %^%l%$: %v");
     spdlog::set_default_logger(logger);
     const auto parsed = spdlog::level::from_str(level);
     // from_str maps unknown names to "off"; only accept "off" when it was asked for.

@@ -80,6 +80,34 @@ class Conventions:
                 self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
                 self.assertIn("missing", p.stderr)
 
+    def test_log_lines_on_a_terminal_clear_the_progress_bar_line(self):
+        # A bar is redrawn with \r and no newline: on a terminal each log line first clears
+        # the current line; in a pipe or file it is plain text.
+        import pty
+        master, slave = pty.openpty()
+        try:
+            p = subprocess.run([self.binary, *self.missing_file_args()], stdout=subprocess.DEVNULL, stderr=slave,
+                               timeout=60)
+            os.close(slave)
+            slave = -1
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            if slave >= 0:
+                os.close(slave)
+            os.close(master)
+        self.assertEqual(p.returncode, NOT_FOUND)
+        self.assertTrue(out.startswith(b"\r\x1b[K" + self.tool.encode() + b": "), out)
+        piped = self.run_tool(*self.missing_file_args())
+        self.assertTrue(piped.stderr.startswith(self.tool + ": error: "), piped.stderr)
+
     # ---- usage errors -------------------------------------------------------------------
     def test_unknown_option_names_the_subcommands_help(self):
         sub = self.subcommands[0]

@@ -411,6 +411,10 @@ public:
         if (splits.empty()) splits = default_splits();
         std::error_code ec;
         if (!fs::exists(path, ec)) {
+            if (ec == std::errc::permission_denied) {
+                throw NotFoundError("MedMNIST file '" + path + "' is not readable (permission denied): "
+                                    "check the permissions of it and its directories");
+            }
             throw NotFoundError("MedMNIST file '" + path +
                                 "' not found: pass --download to fetch it, or --data-root to read it from another directory");
         }

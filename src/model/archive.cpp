@@ -1,6 +1,9 @@
 #include "archive.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -184,7 +187,12 @@ ModelConfig read_archive_config(const std::string& path) {
     }
     {
         std::ifstream probe(path, std::ios::binary);
-        if (!probe) throw NotFoundError("model archive " + origin + " not found: " + export_hint);
+        if (!probe) {
+            if (::access(path.c_str(), F_OK) == 0 || errno == EACCES)
+                throw NotFoundError("model archive " + origin + " is not readable (permission denied): "
+                                    "check its permissions and those of its directories");
+            throw NotFoundError("model archive " + origin + " not found: " + export_hint);
+        }
     }
     int err = 0;
     ZipHandle archive(zip_open(path.c_str(), ZIP_RDONLY, &err));

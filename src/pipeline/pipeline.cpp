@@ -286,6 +286,9 @@ BuildSummary BuildRun::run() {
 void BuildRun::check_model_path() const {
     std::error_code ec;
     if (!fs::exists(o_.model_path, ec)) {
+        if (ec == std::errc::permission_denied)
+            throw NotFoundError("model archive " + quoted(o_.model_path) +
+                                " is not readable (permission denied): check the permissions of its directories");
         throw NotFoundError("model archive " + quoted(o_.model_path) +
                             " not found: export ConceptCLIP with `/usr/bin/python3 "
                             "scripts/export_conceptclip.py --out " + o_.model_path.string() +

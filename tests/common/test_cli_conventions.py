@@ -251,6 +251,23 @@ class Fstore(Conventions, unittest.TestCase):
         line = self.error_line(NOT_FOUND, "model-info", "--model", os.path.join(self.tmp, "missing.pt"))
         self.assertTrue(line.startswith("fstore: error: model archive "), line)
 
+    def test_unreadable_inputs_are_not_called_missing(self):
+        # Exit 3 either way, but the message names the real problem: permissions.
+        model = os.path.join(self.tmp, "locked.pt")
+        shutil.copyfile(TINY, model)
+        os.chmod(model, 0)
+        locked_dir = os.path.join(self.tmp, "locked-data")
+        os.makedirs(locked_dir, exist_ok=True)
+        os.chmod(locked_dir, 0)
+        try:
+            line = self.error_line(NOT_FOUND, "model-info", "--model", model, user=NOBODY)
+            self.assertIn("is not readable (permission denied)", line)
+            line = self.error_line(NOT_FOUND, "build", "--run-image", "--model", TINY, "--data-root", locked_dir,
+                                   "--size", "28", "--h5", os.path.join(self.tmp, "locked.h5"), user=NOBODY)
+            self.assertIn("bloodmnist.npz' is not readable (permission denied)", line)
+        finally:
+            os.chmod(locked_dir, 0o755)
+
     def test_contradicting_stage_flags(self):
         for stage in ("text", "image"):
             with self.subTest(stage=stage):

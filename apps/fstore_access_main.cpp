@@ -202,6 +202,7 @@ int main(int argc, char** argv) {
     auto* summarize = app.add_subcommand(
         "summarize", "Shape of image_features, first ids, split counts, first templates and a tree of the file");
     summarize->add_option("--max-templates", o.max_templates, "How many template ids to list (0 or more)")
+        ->type_name("INT")
         ->capture_default_str();
     add_json(summarize);
 

@@ -191,7 +191,7 @@ struct BuildArgs {
         cmd->add_option("--dataset", dataset, "MedMNIST dataset name (file {name}[_{size}].npz)")->capture_default_str();
         fstore::cli::add_integer(*cmd, "--size,--image-size", o.size, "MedMNIST image size: 28, 64, 128 or 224", 28, 224);
         cmd->add_option("--data-root", data_root, "directory of the .npz files (default ~/.medmnist)");
-        cmd->add_flag("--download", o.download, "download the .npz from MedMNIST's site if missing (MD5-checked)");
+        cmd->add_flag("--download", o.download, "download the .npz from MedMNIST's site if missing or not the official file (MD5-checked)");
         cmd->add_option("--images", images, "custom data: folder of images (with --labels)");
         cmd->add_option("--labels", labels, "custom data: CSV with columns path,label[,split]");
         cmd->add_flag("--strict", o.strict, "fail on the first unreadable image instead of skipping it");

@@ -3,8 +3,8 @@
 // Every failure the library can foresee is thrown as a subclass of fstore::Error. Each
 // class maps to one documented process exit code, so `main` catches `fstore::Error`
 // once, prints `what()` as a single line and returns `exit_code()`. Messages name the
-// problem and, where there is one, the fix: "store 'x.h5' is locked by a running
-// writer (pid 123): wait for it or remove the stale lock with --force-unlock".
+// problem and, where there is one, the fix: "store 'x.h5' is being written by another
+// process; wait for it to finish".
 #pragma once
 
 #include <filesystem>

@@ -39,8 +39,8 @@
 //       templates   fstore_text_model_name, fstore_text_model_sha256, fstore_prompt_hash.
 //     The image identity is checked before image rows are appended, and rewritten only when
 //     the image datasets start empty (new store, or --no-resume); the text identity is
-//     checked when templates exist and rewritten by each text run, which writes every
-//     template again. A run also refuses a store whose other part (templates for an image
+//     checked when templates exist and rewritten by each text run (templates it keeps
+//     match it; the others it writes again). A run also refuses a store whose other part (templates for an image
 //     run, image rows for a text run) came from another model. Any difference throws
 //     MismatchError naming it, unless `resume` is false (--no-resume): the image stage then
 //     discards ALL image rows, of every split, whatever `splits` says (a warning gives the

@@ -35,7 +35,7 @@ void configure_logging(const std::string& tool, const std::string& level) {
 
 namespace {
 // The one line that says why a run failed is its result, not a log message: --log-level off
-// (or error's neighbour "critical") silences logs, never it.
+// (or critical) silences logs, never it.
 void report_failure(const std::string& message) {
     const auto logger = spdlog::default_logger();
     if (!logger->should_log(spdlog::level::err)) logger->set_level(spdlog::level::err);

@@ -7,10 +7,10 @@
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
-#include <exception>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <mutex>
 #include <numeric>
@@ -238,8 +238,8 @@ public:
     }
 
     // Reads the rest of the member and lets libzip compare its CRC (a stored member is read
-    // too, not seeked over, so that every byte is checked).
-    // Returns early (unchecked) once `stop` is set.
+    // too, not seeked over, so that every byte is checked). Returns early, unchecked, once
+    // `stop` is set.
     void check_rest(const std::atomic<bool>& stop) {
         constexpr std::size_t chunk = 1 << 20;
         std::vector<std::uint8_t> scratch(chunk);
@@ -335,7 +335,7 @@ public:
 
 private:
     void run() {
-        std::exception_ptr failure;  // opening the archive failed: every target fails so
+        std::exception_ptr failure;  // set when the archive does not open: every target fails
         ZipPtr zip;
         int err = 0;
         zip.reset(zip_open(path_.c_str(), ZIP_RDONLY, &err));

@@ -374,35 +374,8 @@ public:
     }
 
     std::vector<std::string> splits(hsize_t start, hsize_t count) const {
-        if (!has(Column::split)) return splits_without_dataset(start, count);
+        if (!has(Column::split)) return std::vector<std::string>(count, missing_split);
         return h5::read_strings(column(Column::split), start, count);
-    }
-
-    // The split of rows [start, start + count) of a store without /split. The reference
-    // writes the splits one after the other and records split_counts in that order, so when
-    // those counts add up to the rows of /image_features they say where each row belongs
-    // (a resume then skips what is there, as the reference does); otherwise "unspecified".
-    std::vector<std::string> splits_without_dataset(hsize_t start, hsize_t count) const {
-        std::vector<std::string> out(count, missing_split);
-        const auto stored = h5::read_attribute(file, "split_counts");
-        if (!stored || !std::holds_alternative<std::string>(*stored)) return out;
-        const auto json = nlohmann::ordered_json::parse(std::get<std::string>(*stored), nullptr, false);
-        if (!json.is_object()) return out;
-        std::vector<std::pair<std::string, hsize_t>> runs;
-        hsize_t total = 0;
-        for (const auto& [name, value] : json.items()) {
-            if (name.empty() || !value.is_number_integer() || value.get<std::int64_t>() < 0) return out;
-            runs.emplace_back(name, value.get<hsize_t>());
-            total += runs.back().second;
-        }
-        if (total != h5::dims(column(Column::image_features))[0]) return out;
-        hsize_t first = 0;
-        for (const auto& [name, length] : runs) {
-            for (hsize_t row = std::max(first, start); row < std::min(first + length, start + count); ++row)
-                out[row - start] = name;
-            first += length;
-        }
-        return out;
     }
 
     void commit() {
@@ -550,13 +523,9 @@ void FeatureStore::Impl::repair() {
         write_rows(column(Column::labels), H5T_NATIVE_INT64, 0, n, {}, labels.data());
     }
     if (!has(Column::split)) {
-        auto names = splits_without_dataset(0, n);
-        const bool from_counts = n > 0 && names.front() != missing_split;
-        spdlog::warn("store {}: /split is missing; recreating it {}", quoted(path),
-                     from_counts ? "from the split_counts attribute (splits one after another, in its order)"
-                                 : "as \"" + std::string(missing_split) + "\"");
+        spdlog::warn("store {}: /split is missing; recreating it as \"{}\"", quoted(path), missing_split);
         create_column(Column::split, n);
-        h5::write_strings(column(Column::split), 0, names);
+        h5::write_strings(column(Column::split), 0, std::vector<std::string>(n, missing_split));
     }
     templates(true);
     if (!h5::has_attribute(file, "D")) h5::write_attribute(file, "D", layout.dim);

@@ -376,8 +376,6 @@ TEST_F(StoreTest, RepairsMissingDatasetsAndTemplates) {
         ASSERT_GE(H5Ldelete(f, "labels", H5P_DEFAULT), 0);
         ASSERT_GE(H5Ldelete(f, "split", H5P_DEFAULT), 0);
         ASSERT_GE(H5Ldelete(f, "templates", H5P_DEFAULT), 0);
-        // Counts that do not add up to the rows cannot say where each row belongs.
-        fstore::h5::write_attribute(f, "split_counts", std::string("{\"train\": 4}"));
     }
     {
         // Read-only: nothing is written; missing columns read as the repair would fill them.
@@ -408,24 +406,6 @@ TEST_F(StoreTest, RepairsMissingDatasetsAndTemplates) {
 
 // Token features cannot be made up: a writable open refuses instead of recreating the dataset
 // empty (which would make the completeness trim delete every row) and leaves the rows alone.
-// Without /split, split_counts that add up to the rows (the reference writes splits one
-// after another, in that order) say where each row belongs: readers and the repair agree,
-// and a resume then skips them instead of appending every sample again.
-TEST_F(StoreTest, MissingSplitComesBackFromSplitCounts) {
-    { make_store(3, 2); }
-    {
-        auto f = raw_open();
-        ASSERT_GE(H5Ldelete(f, "split", H5P_DEFAULT), 0);
-    }
-    const std::vector<std::string> expected{"train", "train", "train", "val", "val"};
-    EXPECT_EQ(FeatureStore::open(path_).read_all_splits(), expected);
-    EXPECT_EQ(FeatureStore::open(path_).read_splits({4, 1}), (std::vector<std::string>{"val", "train"}));
-    { auto store = FeatureStore::open(path_, FeatureStore::Access::read_write); }
-    auto store = FeatureStore::open(path_);
-    EXPECT_EQ(store.read_all_splits(), expected);
-    EXPECT_EQ(store.split_counts(), (std::map<std::string, std::int64_t>{{"train", 3}, {"val", 2}}));
-}
-
 TEST_F(StoreTest, RefusesToRepairLostTokenFeaturesAndKeepsRows) {
     { make_store(5, 0); }
     {

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import zipfile
 
+import h5py
 import numpy as np
 from PIL import Image
 
@@ -143,6 +144,22 @@ def main():
         p = t.run(t.build_cmd(crc_h5, corrupt_dir, "--run-image", batch_size=2), check_rc=BAD_FORMAT)
         one_line_error(p, "train_images.npy", "CRC", "re-download")
         assert t.read(crc_h5)["ids"].shape[0] == 0, "rows were committed from a corrupt member"
+
+        # A store whose /split was deleted: the repair fills "unspecified" (the reference's
+        # way), and a resume, which cannot tell which samples those rows are, is refused
+        # rather than appending every sample again; --no-resume re-encodes them.
+        lost = os.path.join(tmp, "lost-split.h5")
+        t.run(t.build_cmd(lost, data, "--run-image"))
+        with h5py.File(lost, "a") as f:
+            rows = f["ids"].shape[0]
+            del f["split"]
+        p = t.run(t.build_cmd(lost, data, "--run-image"), check_rc=8)
+        last = p.stderr.strip().splitlines()[-1]  # after the repair's warning
+        assert "'unspecified'" in last and "--no-resume" in last, p.stderr
+        store = t.read(lost)
+        assert store["ids"].shape[0] == rows and store["split"] == ["unspecified"] * rows, store["split"]
+        t.run(t.build_cmd(lost, data, "--run-image", "--no-resume"))
+        assert t.read(lost)["split"] == ["train"] * 3 + ["val"] + ["test"]
     print("ok")
 
 

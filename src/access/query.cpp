@@ -836,8 +836,9 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
             }
         } catch (const Error& e) {
             const std::string where = "template '" + id + "'";
-            const bool reported = std::any_of(report.findings.begin(), report.findings.end(),
-                                              [&](const std::string& f) { return starts_with(f, where + " "); });
+            const bool reported = std::any_of(report.findings.begin(), report.findings.end(), [&](const std::string& f) {
+                return starts_with(f, where + " ") || starts_with(f, where + ":");
+            });
             if (!reported) report.findings.push_back(where + " is unreadable: " + e.what());
         }
     }

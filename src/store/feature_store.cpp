@@ -509,6 +509,15 @@ void FeatureStore::Impl::repair() {
         spdlog::warn("store {}: /image_token_features is missing; recreating it empty", quoted(path));
         create_column(Column::image_token_features, 0);
     }
+    if (has(Column::split)) {
+        // Readers take fixed-length strings ('S8' from h5py); appends write vlen UTF-8,
+        // which HDF5 does not convert to them.
+        h5::Datatype type(H5Dget_type(column(Column::split)), "cannot read the type of /split");
+        if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) <= 0)
+            throw FormatError("store " + quoted(path) + ": /split does not hold variable-length strings "
+                              "(h5py's str), which fstore appends: rewrite it with h5py as "
+                              "h5py.string_dtype(), or build a new store (another --h5 path)");
+    }
     if (!has(Column::ids)) {
         spdlog::warn("store {}: /ids is missing; recreating it as row numbers", quoted(path));
         create_column(Column::ids, n);
@@ -591,11 +600,11 @@ void check_writable(const fs::path& path) {
 #endif
 }
 
-// A zero-byte regular file with no journal beside it (e.g. made by mktemp): nothing to lose.
+// A zero-byte regular file, or a symlink to one, with no journal beside it (e.g. made by
+// mktemp): nothing to lose.
 bool is_empty_file(const fs::path& path) {
     std::error_code ec;
-    if (fs::is_symlink(path, ec) || !fs::is_regular_file(path, ec) || fs::file_size(path, ec) != 0 || ec)
-        return false;
+    if (!fs::is_regular_file(path, ec) || fs::file_size(path, ec) != 0 || ec) return false;
 #ifdef FSTORE_HAVE_JOURNAL
     if (fs::exists(journal::journal_path(path), ec)) return false;  // the rollback restores it
 #endif
@@ -745,11 +754,17 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
 FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layout, bool durable) {
     h5::init();
     std::error_code ec;
-    // An empty file (mktemp's) is taken as a place for the new store: it holds nothing.
+    // An empty file (mktemp's) is taken as a place for the new store, with its permission
+    // bits (mktemp's 0600 stays private): it holds nothing.
+    std::optional<fs::perms> empty_file_perms;
     if (is_empty_file(path)) {
+        if (fs::is_symlink(path, ec))
+            throw FormatError(quoted(path) + " is a symlink to an empty file, not a store: point it at a "
+                              "store, or remove the link to create the store there");
         if (const auto why = refusal(path, W_OK); !why.empty())
             throw IoError("cannot create store " + quoted(path) + " in place of that empty file (" + why +
                           "): choose a writable --h5 path");
+        empty_file_perms = fs::status(path, ec).permissions();
         fs::remove(path, ec);
     }
     if (!fs::exists(path, ec)) {
@@ -793,6 +808,7 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
                 throw;
             }
         }
+        if (empty_file_perms) fs::permissions(temp, *empty_file_perms, ec);
         // link(2), unlike rename, never replaces: when two writers create the same new store
         // at once, the second one opens the first one's file (and meets its lock) instead of
         // swapping it out from under it.

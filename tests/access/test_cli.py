@@ -405,6 +405,7 @@ class WritingCommands(unittest.TestCase):
             f["templates/dangling"] = h5py.SoftLink("/nowhere")
             f["templates/a_dataset"] = np.zeros(3)
             f["templates/loop"] = f["/"]  # a hard-link cycle: summarize must still end
+            f.create_group("templates/featureless")
         p = run(path, "fetch")
         self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn("not a template", p.stderr)
@@ -418,6 +419,10 @@ class WritingCommands(unittest.TestCase):
         self.assertEqual(v.returncode, EXIT_FINDINGS)
         findings = json.loads(v.stdout)["findings"]
         self.assertEqual(sum("'dangling'" in x for x in findings), 1, findings)
+        # The structure check names what the featureless group lacks; the content check adds
+        # no second "unreadable" finding for it.
+        self.assertIn("template 'featureless': dataset text_features is missing", findings)
+        self.assertFalse([x for x in findings if "'featureless' is unreadable" in x], findings)
         run_json(self, path, "clear-templates")
         self.assertEqual(run_json(self, path, "templates"), {"templates": []})
 

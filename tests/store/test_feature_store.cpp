@@ -587,11 +587,45 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
         }
         EXPECT_EQ(fs::file_size(empty), 0u);
     }
+    // Through a symlink it is refused the same way (HDF5 would still write into the target).
+    const auto link = dir_ / "link-to-empty.h5";
+    fs::create_symlink(empty.filename(), link);
+    EXPECT_THROW(FeatureStore::open(link, FeatureStore::Access::read_write), fstore::FormatError);
+    EXPECT_THROW(FeatureStore::open_or_create(link, {D, T}), fstore::FormatError);
+    EXPECT_EQ(fs::file_size(empty), 0u);
+    fs::permissions(empty, fs::perms::owner_read | fs::perms::owner_write);  // mktemp's 0600
     {
         auto store = FeatureStore::open_or_create(empty, {D, T});
         store.append_batch(make_rows(0, 2, "train").batch());
     }
     EXPECT_EQ(FeatureStore::open(empty).rows(), 2);
+    EXPECT_EQ(fs::status(empty).permissions(), fs::perms::owner_read | fs::perms::owner_write)
+        << "the store keeps the empty file's permission bits";
+}
+
+// h5py can write /split as fixed-length bytes ('S8'): readers take it, a writer (which
+// appends vlen UTF-8) refuses it up front rather than failing in HDF5's words mid-build.
+TEST_F(StoreTest, FixedLengthSplitIsReadButNotAppendedTo) {
+    { make_store(2, 0); }
+    {
+        auto f = raw_open();
+        ASSERT_GE(H5Ldelete(f, "split", H5P_DEFAULT), 0);
+        fstore::h5::Datatype type(H5Tcopy(H5T_C_S1), "type");
+        ASSERT_GE(H5Tset_size(type, 8), 0);
+        const hsize_t n = 2;
+        fstore::h5::Dataspace space(H5Screate_simple(1, &n, nullptr), "space");
+        fstore::h5::Dataset d(H5Dcreate2(f, "split", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create");
+        const char values[16] = {'t', 'r', 'a', 'i', 'n', 0, 0, 0, 't', 'r', 'a', 'i', 'n', 0, 0, 0};
+        ASSERT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values), 0);
+    }
+    EXPECT_EQ(FeatureStore::open(path_).read_all_splits(), (std::vector<std::string>{"train", "train"}));
+    try {
+        FeatureStore::open(path_, FeatureStore::Access::read_write);
+        ADD_FAILURE() << "a writer opened a store whose /split it cannot append to";
+    } catch (const fstore::FormatError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("variable-length strings"));
+    }
+    EXPECT_NO_THROW(FeatureStore::open(path_, FeatureStore::Access::templates_only).clear_templates());
 }
 
 // A writer that may not write the store, or the directory its journal goes to, gets an I/O

@@ -36,6 +36,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 
 #include <hdf5.h>
 
@@ -49,6 +50,11 @@ std::filesystem::path journal_path(const std::filesystem::path& path);
 // `durable`: also fdatasync the journal before overwriting and the file at each commit,
 // which protects against power loss as well as process death (slower).
 hid_t file_access_plist(bool durable = false);
+
+// The journal a killed writer left for the file at `path`: journal_path(path) when it
+// exists, else one in the same directory whose header names this file's inode (the store
+// was renamed, or written through another hard link, after the kill); nullopt if none.
+std::optional<std::filesystem::path> find_journal(const std::filesystem::path& path);
 
 // Makes everything written to `file` since the last commit permanent. Call it right after
 // H5Fflush(file, H5F_SCOPE_GLOBAL). `file` must have been opened with file_access_plist()

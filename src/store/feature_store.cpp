@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 #include <numeric>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -592,6 +593,13 @@ void check_writable(const fs::path& path) {
     const std::string fix = ": check its permissions, or write to another --h5 path";
     if (const auto why = refusal(path, W_OK); !why.empty())
         throw IoError("store " + quoted(path) + " is not writable (" + why + ")" + fix);
+    // Writes go into the file in place, so they would change every hard link (a `cp -al`
+    // snapshot too), and a killed writer's journal sits beside one name only.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && st.st_nlink > 1)
+        throw IoError("store " + quoted(path) + " has " + std::to_string(st.st_nlink) +
+                      " hard links: writing it would change every one of them; write a copy (cp, "
+                      "not ln), or remove the other links");
 #ifdef FSTORE_HAVE_JOURNAL
     const fs::path directory = directory_of(journal::journal_path(path));
     if (const auto why = refusal(directory, W_OK | X_OK); !why.empty())
@@ -703,8 +711,7 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
     // A reader that finds a killed writer's journal rolls it back, as SQLite readers do: the
     // result is the last committed store, which is what the reader should see. Without write
     // permission it cannot, and says how to fix it.
-    if (!impl->writable && fs::exists(journal::journal_path(path)) &&
-        ::access(path.c_str(), W_OK) == 0) {
+    if (!impl->writable && journal::find_journal(path) && ::access(path.c_str(), W_OK) == 0) {
         journal::recover(path);
         spdlog::info("store {}: rolled back an unfinished commit left by a killed writer",
                      quoted(path));
@@ -713,7 +720,7 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
 #ifdef FSTORE_HAVE_JOURNAL
     const auto unfinished_commit = [&] {
         return LockedError("store " + quoted(path) + " has an unfinished commit left by a killed writer (" +
-                           quoted(journal::journal_path(path)) +
+                           quoted(journal::find_journal(path).value_or(journal::journal_path(path))) +
                            "); open it for writing once (e.g. rerun fstore build) to roll it back");
     };
     try {
@@ -721,10 +728,10 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
     } catch (const FormatError&) {
         // What a killed writer left may not open at all (cut short, a torn superblock): the
         // rollback restores it, so say that rather than "restore it from a copy".
-        if (!impl->writable && fs::exists(journal::journal_path(path))) throw unfinished_commit();
+        if (!impl->writable && journal::find_journal(path)) throw unfinished_commit();
         throw;
     }
-    if (!impl->writable && fs::exists(journal::journal_path(path))) throw unfinished_commit();
+    if (!impl->writable && journal::find_journal(path)) throw unfinished_commit();
 #else
     impl->file = open_file(path, impl->writable, durable);
 #endif
@@ -756,6 +763,11 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
     std::error_code ec;
     // An empty file (mktemp's) is taken as a place for the new store, with its permission
     // bits (mktemp's 0600 stays private): it holds nothing.
+    if (fs::is_symlink(path, ec) && !fs::exists(path, ec))
+        throw NotFoundError("store " + quoted(path) + " is a symlink to " +
+                            quoted(fs::read_symlink(path, ec)) +
+                            ", which does not exist: point it at a store, or remove the link to create "
+                            "the store there");
     std::optional<fs::perms> empty_file_perms;
     if (is_empty_file(path)) {
         if (fs::is_symlink(path, ec))

@@ -5,7 +5,9 @@
 // bytes below the committed end of file first appends the old bytes to `<file>.journal`.
 //
 // Journal layout (all integers little-endian):
-//   header  (32 bytes): magic "FSJRNL01" | committed_eof u64 | reserved u64 | crc32 u32 | 0 u32
+//   header  (32 bytes): magic "FSJRNL01" | committed_eof u64 | inode u64 | crc32 u32 | 0 u32
+//           (inode: the file's st_ino, so a journal is never applied to another file and can
+//           be found after the store was renamed; 0 in journals of older versions)
 //                       (crc32 over the first 24 bytes)
 //   record  (24 bytes + length): magic u32 | crc32 u32 | offset u64 | length u64 | old bytes
 //                       (crc32 over offset, length and the old bytes)
@@ -28,6 +30,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -269,6 +272,15 @@ bool roll_back(int fd, const fs::path& file, const fs::path& jpath) {
         throw FormatError("journal " + quoted(jpath) + " has a corrupt header (checksum): " +
                           fix);
     const std::uint64_t committed_eof = get_u64(header + 8);
+    const std::uint64_t inode = get_u64(header + 16);
+    struct stat file_st {};
+    if (::fstat(fd, &file_st) != 0) io_fail("cannot stat " + quoted(file));
+    if (inode != 0 && inode != static_cast<std::uint64_t>(file_st.st_ino))
+        throw FormatError("journal " + quoted(jpath) + " was left by a writer of another file (inode " +
+                          std::to_string(inode) + ", " + quoted(file) + " is inode " +
+                          std::to_string(file_st.st_ino) +
+                          "): the store was replaced or moved after a crash; move the journal aside, "
+                          "or beside the file it belongs to as <that name>.journal");
 
     // Scan: collect complete, checksum-valid records; stop at a torn tail.
     std::vector<RecordRef> records;
@@ -505,6 +517,7 @@ private:
         unsigned char header[header_size] = {};
         std::memcpy(header, header_magic, sizeof header_magic);
         put_u64(header + 8, committed_eof_);
+        put_u64(header + 16, static_cast<std::uint64_t>(inode_));
         put_u32(header + 24, crc32_of(0, header, 24));
         try {
             pwrite_full(jfd.get(), header, header_size, 0);
@@ -607,9 +620,10 @@ H5FD_t* driver_open(const char* name, unsigned flags, hid_t fapl, haddr_t maxadd
         Descriptor fd(::open(name, o_flags, 0666));
         if (!fd.valid()) io_fail("unable to open file " + quoted(path));
 
-        if (writable && (fresh || fs::exists(journal_path(path)))) {
-            // A new file, or a journal left by a killed writer: take the writer lock now
-            // (HDF5 takes it again later, which is a no-op on the same descriptor).
+        if (writable) {
+            // The writer lock, taken here and not left to HDF5, which skips it when
+            // HDF5_USE_FILE_LOCKING=FALSE (common on clusters): two writers of one file would
+            // interleave their transactions. HDF5 taking it again later is a no-op.
             if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
                 const int err = errno;
                 throw IoFailure{"unable to lock file " + quoted(path) +
@@ -622,8 +636,8 @@ H5FD_t* driver_open(const char* name, unsigned flags, hid_t fapl, haddr_t maxadd
                 // A journal of an earlier file by this name must not touch the new one.
                 if (::unlink(journal_path(path).c_str()) != 0 && errno != ENOENT)
                     io_fail("unable to remove stale journal " + quoted(journal_path(path)));
-            } else {
-                roll_back(fd.get(), path, journal_path(path));
+            } else if (const auto journal = find_journal(path)) {
+                roll_back(fd.get(), path, *journal);  // a killed writer's transaction
             }
         }
         struct stat st {};
@@ -775,6 +789,38 @@ std::filesystem::path journal_path(const std::filesystem::path& path) {
     return result;
 }
 
+std::optional<std::filesystem::path> find_journal(const std::filesystem::path& path) {
+    std::error_code ec;
+    const fs::path own = journal_path(path);
+    if (fs::exists(own, ec)) return own;
+    struct stat file_st {};
+    if (::stat(path.c_str(), &file_st) != 0) return std::nullopt;
+    // A killed writer's journal under the store's old name (renamed since, or another hard
+    // link in this directory): the inode in its header says whose it is.
+    const fs::path directory = own.has_parent_path() ? own.parent_path() : fs::path(".");
+    for (fs::directory_iterator it(directory, ec), end; !ec && it != end; it.increment(ec)) {
+        const fs::path candidate = it->path();
+        if (candidate.extension() != ".journal" || !it->is_regular_file(ec)) continue;
+        const auto names_this_file = [&] {
+            Descriptor jfd(::open(candidate.c_str(), O_RDONLY | O_CLOEXEC));
+            struct stat jst {};
+            unsigned char header[header_size];
+            try {
+                if (!jfd.valid() || ::fstat(jfd.get(), &jst) != 0 || jst.st_dev != file_st.st_dev ||
+                    pread_full(jfd.get(), header, header_size, 0) != header_size)
+                    return false;
+            } catch (const IoFailure&) {
+                return false;  // unreadable: not evidence of anything
+            }
+            return std::memcmp(header, header_magic, sizeof header_magic) == 0 &&
+                   crc32_of(0, header, 24) == get_u32(header + 24) &&
+                   get_u64(header + 16) == static_cast<std::uint64_t>(file_st.st_ino);
+        };
+        if (names_this_file()) return candidate;
+    }
+    return std::nullopt;
+}
+
 hid_t file_access_plist(bool durable) {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     const hid_t id = driver_id();
@@ -817,9 +863,9 @@ void commit(hid_t file) {
 }
 
 bool recover(const std::filesystem::path& path) {
-    const fs::path jpath = journal_path(path);
-    std::error_code ec;
-    if (!fs::exists(jpath, ec)) return false;
+    const auto found = find_journal(path);
+    if (!found) return false;
+    const fs::path jpath = *found;
     Descriptor fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
     if (!fd.valid()) {
         if (errno == ENOENT)

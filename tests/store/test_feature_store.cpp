@@ -587,6 +587,14 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
         }
         EXPECT_EQ(fs::file_size(empty), 0u);
     }
+    // A dangling symlink is named as such (not "does not exist: run fstore build to create it").
+    fs::create_symlink("nowhere.h5", dir_ / "dangling.h5");
+    try {
+        FeatureStore::open_or_create(dir_ / "dangling.h5", {D, T});
+        ADD_FAILURE() << "created a store through a dangling symlink";
+    } catch (const fstore::NotFoundError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("is a symlink to 'nowhere.h5', which does not exist"));
+    }
     // Through a symlink it is refused the same way (HDF5 would still write into the target).
     const auto link = dir_ / "link-to-empty.h5";
     fs::create_symlink(empty.filename(), link);
@@ -601,6 +609,22 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
     EXPECT_EQ(FeatureStore::open(empty).rows(), 2);
     EXPECT_EQ(fs::status(empty).permissions(), fs::perms::owner_read | fs::perms::owner_write)
         << "the store keeps the empty file's permission bits";
+}
+
+// Writes go into the file in place: a store with another hard link (a `cp -al` snapshot)
+// is refused by writers, whose journal sits beside one name only; readers still read it.
+TEST_F(StoreTest, WritersRefuseAStoreWithHardLinks) {
+    { make_store(2, 0); }
+    fs::create_hard_link(path_, dir_ / "snapshot.h5");
+    try {
+        FeatureStore::open(path_, FeatureStore::Access::read_write);
+        ADD_FAILURE() << "a writer opened a hard-linked store";
+    } catch (const fstore::IoError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("2 hard links"));
+    }
+    EXPECT_EQ(FeatureStore::open(dir_ / "snapshot.h5").rows(), 2);
+    fs::remove(dir_ / "snapshot.h5");
+    EXPECT_NO_THROW(FeatureStore::open(path_, FeatureStore::Access::read_write));
 }
 
 // h5py can write /split as fixed-length bytes ('S8'): readers take it, a writer (which

@@ -380,6 +380,67 @@ TEST_F(Journal, WriterThroughASymlinkJournalsBesideTheRealFile) {
     EXPECT_EQ(journal::journal_path(dir / "dangling.h5"), dir / "dangling.h5.journal");
 }
 
+// A journal names its file's inode: after a kill, a store renamed in its directory still
+// finds its journal and rolls back; a journal beside a file that is not its own (the store
+// was replaced) is never applied to it.
+TEST_F(Journal, JournalFollowsItsFileAndNeverTouchesAnother) {
+    TempDir dir("inode");
+    const fs::path p = dir / "store.h5";
+    const fs::path moved = dir / "moved.h5";
+    const std::string committed = make_committed(p);
+    crash_writer(p, true);
+    fs::rename(p, moved);
+    EXPECT_EQ(journal::find_journal(moved), std::optional<fs::path>(journal::journal_path(p)));
+    EXPECT_TRUE(journal::recover(moved));
+    EXPECT_EQ(read_bytes(moved), committed);
+    EXPECT_FALSE(fs::exists(journal::journal_path(p)));
+
+    crash_writer(moved, true);  // moved.h5.journal now, for moved.h5's inode
+    const fs::path other = dir / "other.h5";
+    const std::string other_bytes = make_committed(other);
+    fs::rename(other, moved);  // another file under the journal's name
+    try {
+        journal::recover(moved);
+        ADD_FAILURE() << "a journal was applied to another file";
+    } catch (const fstore::FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("another file"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(read_bytes(moved), other_bytes);
+    EXPECT_FALSE(open_journaled(moved).valid()) << "a writer must not open it either";
+    EXPECT_EQ(read_bytes(moved), other_bytes);
+}
+
+// With HDF5's own file locking off (HDF5_USE_FILE_LOCKING=FALSE, usual on cluster file
+// systems) the driver still takes the writer lock: a second writer is refused.
+TEST_F(Journal, WriterLockHoldsWithHdf5LockingOff) {
+    TempDir dir("nolock");
+    const fs::path p = dir / "store.h5";
+    make_committed(p);
+    ASSERT_EQ(::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 1), 0);
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::close(ready[0]);
+        File f = open_journaled(p);
+        if (!f.valid()) ::_exit(3);
+        const char c = 'o';
+        if (::write(ready[1], &c, 1) != 1) ::_exit(4);
+        ::pause();
+        ::_exit(0);
+    }
+    ::close(ready[1]);
+    char c = 0;
+    EXPECT_EQ(::read(ready[0], &c, 1), 1);
+    EXPECT_FALSE(open_journaled(p).valid()) << "two writers at once";
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::close(ready[0]);
+    EXPECT_TRUE(open_journaled(p).valid());
+    ::unsetenv("HDF5_USE_FILE_LOCKING");
+}
+
 TEST_F(Journal, CleanCloseCommits) {
     TempDir dir("close-commits");
     const fs::path p = dir / "store.h5";

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -179,6 +180,30 @@ ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::s
 
 // ---- OutputFile ---------------------------------------------------------------------------
 
+namespace {
+// Removes `<target>.partial-PID[-N]` files whose process is gone: what a writer killed by
+// Ctrl-C or SIGKILL left (a destructor never ran), which can be gigabytes of tokens. A file
+// of a live process, or of a PID reused since, is left alone.
+void remove_stale_partials(const std::filesystem::path& target) {
+    const std::string prefix = target.filename().string() + ".partial-";
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(directory_of(target), ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.compare(0, prefix.size(), prefix) != 0) continue;
+        const std::string rest = name.substr(prefix.size());
+        const std::string digits = rest.substr(0, rest.find('-'));
+        if (digits.empty() || digits.size() > 9 ||
+            !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            continue;
+        const pid_t pid = static_cast<pid_t>(std::stol(digits));
+        if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) {
+            std::error_code ignored;
+            std::filesystem::remove(it->path(), ignored);
+        }
+    }
+}
+}  // namespace
+
 void check_output_path(const std::filesystem::path& path, FileFormat format) { resolve(path, format); }
 
 OutputFile::OutputFile(const std::filesystem::path& path, FileFormat format) : path_(path) {
@@ -196,6 +221,7 @@ OutputFile::OutputFile(const std::filesystem::path& path, FileFormat format) : p
             return;
         case Destination::Kind::replace: break;
     }
+    remove_stale_partials(target_);
     // O_EXCL: never write into a file someone else created under the temporary name.
     for (int attempt = 0; fd_ < 0; ++attempt) {
         temporary_ = target_;

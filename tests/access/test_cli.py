@@ -567,6 +567,27 @@ class OutTargets(unittest.TestCase):
         self.assertEqual([n for n in os.listdir(self.dir) if ".partial-" in n], [], "a temporary file was left")
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def test_partials_of_killed_writers_are_removed(self):
+        # Ctrl-C or SIGKILL during --out leaves <out>.partial-PID (no destructor runs); the
+        # next write to that path removes those of dead processes, never a live one's.
+        out = os.path.join(self.dir, "tokens.npy")
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        stale = [out + ".partial-%d" % gone.pid, out + ".partial-%d-3" % gone.pid]
+        live = out + ".partial-%d" % os.getpid()
+        other = os.path.join(self.dir, "other.npy.partial-%d" % gone.pid)
+        for name in stale + [live, other]:
+            with open(name, "wb") as f:
+                f.write(b"x" * 1000)
+        p = run(self.path, "batch", "--feature", "image", "--idx", "0:2", "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(np.array_equal(np.load(out), self.stored["image_features"][0:2]))
+        for name in stale:
+            self.assertFalse(os.path.exists(name), name)
+        self.assertTrue(os.path.exists(live) and os.path.exists(other))
+        os.remove(live)
+        os.remove(other)
+
     def fails(self, code, needle, *args, **kwargs):
         p = run(self.path, *args, **kwargs)
         self.assertEqual(p.returncode, code, f"{args}: {p.stdout!r} {p.stderr!r}")

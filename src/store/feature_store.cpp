@@ -711,27 +711,27 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
     // A reader that finds a killed writer's journal rolls it back, as SQLite readers do: the
     // result is the last committed store, which is what the reader should see. Without write
     // permission it cannot, and says how to fix it.
-    if (!impl->writable && journal::find_journal(path) && ::access(path.c_str(), W_OK) == 0) {
+    // (find_journal may scan the directory: once per open.)
+    std::optional<fs::path> leftover = impl->writable ? std::nullopt : journal::find_journal(path);
+    if (leftover && ::access(path.c_str(), W_OK) == 0) {
         journal::recover(path);
         spdlog::info("store {}: rolled back an unfinished commit left by a killed writer",
                      quoted(path));
+        leftover.reset();
     }
-#endif
-#ifdef FSTORE_HAVE_JOURNAL
     const auto unfinished_commit = [&] {
         return LockedError("store " + quoted(path) + " has an unfinished commit left by a killed writer (" +
-                           quoted(journal::find_journal(path).value_or(journal::journal_path(path))) +
-                           "); open it for writing once (e.g. rerun fstore build) to roll it back");
+                           quoted(*leftover) + "); open it for writing once (e.g. rerun fstore build) to roll it back");
     };
     try {
         impl->file = open_file(path, impl->writable, durable);
     } catch (const FormatError&) {
         // What a killed writer left may not open at all (cut short, a torn superblock): the
         // rollback restores it, so say that rather than "restore it from a copy".
-        if (!impl->writable && journal::find_journal(path)) throw unfinished_commit();
+        if (leftover) throw unfinished_commit();
         throw;
     }
-    if (!impl->writable && journal::find_journal(path)) throw unfinished_commit();
+    if (leftover) throw unfinished_commit();
 #else
     impl->file = open_file(path, impl->writable, durable);
 #endif

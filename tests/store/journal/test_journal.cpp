@@ -189,27 +189,36 @@ void uncommitted_changes(hid_t f) {
     set_attr(f, "late", 3);
 }
 
-// Forks a writer that opens `p`, makes uncommitted changes and dies without closing:
-// by _exit when `kill_it` is false, by SIGKILL from the parent otherwise.
-void crash_writer(const fs::path& p, bool kill_it) {
+// Forks a writer that opens `p` with the journal driver (and makes uncommitted changes when
+// `change`), tells the parent it got there, then waits to be killed (`hold`) or _exits
+// without closing the file, as a crash leaves it. Returns its pid once it got there, or -1.
+pid_t fork_writer(const fs::path& p, bool change, bool hold) {
     int ready[2];
-    ASSERT_EQ(::pipe(ready), 0);
+    if (::pipe(ready) != 0) return -1;
     const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
     if (pid == 0) {
         ::close(ready[0]);
         File f = open_journaled(p);
         if (!f.valid()) ::_exit(3);
-        uncommitted_changes(f.get());
+        if (change) uncommitted_changes(f.get());
         const char c = 'x';
         if (::write(ready[1], &c, 1) != 1) ::_exit(4);
-        if (kill_it) ::pause();
-        ::_exit(0);  // no H5Fclose: the file is left as a crash leaves it
+        if (hold) ::pause();
+        ::_exit(0);  // no H5Fclose
     }
     ::close(ready[1]);
     char c = 0;
-    EXPECT_EQ(::read(ready[0], &c, 1), 1);
+    const bool got_there = pid > 0 && ::read(ready[0], &c, 1) == 1;
     ::close(ready[0]);
+    if (pid > 0 && !got_there) ::waitpid(pid, nullptr, 0);
+    return got_there ? pid : -1;
+}
+
+// A writer that opens `p`, makes uncommitted changes and dies without closing: by _exit
+// when `kill_it` is false, by SIGKILL from the parent otherwise.
+void crash_writer(const fs::path& p, bool kill_it) {
+    const pid_t pid = fork_writer(p, true, kill_it);
+    ASSERT_GT(pid, 0);
     if (kill_it) ::kill(pid, SIGKILL);
     int status = 0;
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
@@ -417,26 +426,11 @@ TEST_F(Journal, WriterLockHoldsWithHdf5LockingOff) {
     const fs::path p = dir / "store.h5";
     make_committed(p);
     ASSERT_EQ(::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 1), 0);
-    int ready[2];
-    ASSERT_EQ(::pipe(ready), 0);
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-        ::close(ready[0]);
-        File f = open_journaled(p);
-        if (!f.valid()) ::_exit(3);
-        const char c = 'o';
-        if (::write(ready[1], &c, 1) != 1) ::_exit(4);
-        ::pause();
-        ::_exit(0);
-    }
-    ::close(ready[1]);
-    char c = 0;
-    EXPECT_EQ(::read(ready[0], &c, 1), 1);
+    const pid_t pid = fork_writer(p, false, true);  // open, no transaction yet
+    ASSERT_GT(pid, 0);
     EXPECT_FALSE(open_journaled(p).valid()) << "two writers at once";
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
-    ::close(ready[0]);
     EXPECT_TRUE(open_journaled(p).valid());
     ::unsetenv("HDF5_USE_FILE_LOCKING");
 }

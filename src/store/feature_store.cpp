@@ -835,6 +835,10 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
         if (linked != 0 && link_errno != EEXIST)
             throw IoError("cannot create store " + quoted(path) + ": " + std::strerror(link_errno) +
                           ": choose a writable --h5 path");
+#ifdef FSTORE_HAVE_JOURNAL
+        // A journal under this name belonged to a store deleted since: never this new one's.
+        if (linked == 0) fs::remove(journal::journal_path(path), ec);
+#endif
     }
     FeatureStore store = open(path, Access::read_write, durable);
     const StoreLayout have = store.layout();

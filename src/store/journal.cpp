@@ -5,9 +5,11 @@
 // bytes below the committed end of file first appends the old bytes to `<file>.journal`.
 //
 // Journal layout (all integers little-endian):
-//   header  (32 bytes): magic "FSJRNL01" | committed_eof u64 | inode u64 | crc32 u32 | 0 u32
-//           (inode: the file's st_ino, so a journal is never applied to another file and can
-//           be found after the store was renamed; 0 in journals of older versions)
+//   header  (32 bytes): magic "FSJRNL01" | committed_eof u64 | inode u64 | crc32 u32 | birth u32
+//           (inode and birth, a stamp of the file's creation time, identify the file: a
+//           journal is never applied to another one, also when a deleted store's inode is
+//           reused, and is found after the store was renamed; both 0 in older journals,
+//           birth 0 where the file system keeps no creation time)
 //                       (crc32 over the first 24 bytes)
 //   record  (24 bytes + length): magic u32 | crc32 u32 | offset u64 | length u64 | old bytes
 //                       (crc32 over offset, length and the old bytes)
@@ -91,6 +93,16 @@ struct IoFailure {
 
 [[noreturn]] void io_fail(const std::string& what, int err = errno) {
     throw IoFailure{what + ": " + errno_text(err)};
+}
+
+// A nonzero stamp of the file's creation time (statx btime), 0 where there is none: with
+// the inode, it tells this file from a later one that reuses a deleted file's inode.
+std::uint32_t birth_stamp(int fd) {
+    struct statx stx {};
+    if (::statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &stx) != 0 || !(stx.stx_mask & STATX_BTIME)) return 0;
+    const auto mixed = static_cast<std::uint64_t>(stx.stx_btime.tv_sec) * 1000000007u + stx.stx_btime.tv_nsec;
+    const auto stamp = static_cast<std::uint32_t>(mixed ^ (mixed >> 32));
+    return stamp != 0 ? stamp : 1;
 }
 
 // Full pread: loops over short reads and EINTR; returns the bytes read (less at end of file).
@@ -273,9 +285,12 @@ bool roll_back(int fd, const fs::path& file, const fs::path& jpath) {
                           fix);
     const std::uint64_t committed_eof = get_u64(header + 8);
     const std::uint64_t inode = get_u64(header + 16);
+    const std::uint32_t birth = get_u32(header + 28);
     struct stat file_st {};
     if (::fstat(fd, &file_st) != 0) io_fail("cannot stat " + quoted(file));
-    if (inode != 0 && inode != static_cast<std::uint64_t>(file_st.st_ino))
+    const std::uint32_t file_birth = birth_stamp(fd);
+    if ((inode != 0 && inode != static_cast<std::uint64_t>(file_st.st_ino)) ||
+        (birth != 0 && file_birth != 0 && birth != file_birth))
         throw FormatError("journal " + quoted(jpath) + " was left by a writer of another file (inode " +
                           std::to_string(inode) + ", " + quoted(file) + " is inode " +
                           std::to_string(file_st.st_ino) +
@@ -519,6 +534,7 @@ private:
         put_u64(header + 8, committed_eof_);
         put_u64(header + 16, static_cast<std::uint64_t>(inode_));
         put_u32(header + 24, crc32_of(0, header, 24));
+        put_u32(header + 28, birth_stamp(fd()));
         try {
             pwrite_full(jfd.get(), header, header_size, 0);
             if (durable_) {
@@ -794,7 +810,12 @@ std::optional<std::filesystem::path> find_journal(const std::filesystem::path& p
     const fs::path own = journal_path(path);
     if (fs::exists(own, ec)) return own;
     struct stat file_st {};
-    if (::stat(path.c_str(), &file_st) != 0) return std::nullopt;
+    std::uint32_t file_birth = 0;
+    {
+        Descriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd.valid() || ::fstat(fd.get(), &file_st) != 0) return std::nullopt;
+        file_birth = birth_stamp(fd.get());
+    }
     // A killed writer's journal under the store's old name (renamed since, or another hard
     // link in this directory): the inode in its header says whose it is.
     const fs::path directory = own.has_parent_path() ? own.parent_path() : fs::path(".");
@@ -812,9 +833,12 @@ std::optional<std::filesystem::path> find_journal(const std::filesystem::path& p
             } catch (const IoFailure&) {
                 return false;  // unreadable: not evidence of anything
             }
+            // Only a journal that names this very file: the inode and a known creation stamp
+            // (an inode alone may be a deleted store's, reused by this file).
             return std::memcmp(header, header_magic, sizeof header_magic) == 0 &&
                    crc32_of(0, header, 24) == get_u32(header + 24) &&
-                   get_u64(header + 16) == static_cast<std::uint64_t>(file_st.st_ino);
+                   get_u64(header + 16) == static_cast<std::uint64_t>(file_st.st_ino) && file_birth != 0 &&
+                   get_u32(header + 28) == file_birth;
         };
         if (names_this_file()) return candidate;
     }

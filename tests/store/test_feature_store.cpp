@@ -611,6 +611,21 @@ TEST_F(StoreTest, ErrorsForMissingDirectoryNotHdf5AndNotStore) {
         << "the store keeps the empty file's permission bits";
 }
 
+// A journal left under a name whose store was deleted since belongs to no file there: a new
+// store created under that name removes it rather than meeting it on its first open.
+TEST_F(StoreTest, NewStoreRemovesAStaleJournalUnderItsName) {
+    { make_store(2, 0); }
+    const auto journal = fs::path(path_.string() + ".journal");
+    fs::copy_file(path_, journal);  // any bytes: it is not opened
+    fs::remove(path_);
+    {
+        auto store = FeatureStore::open_or_create(path_, {D, T});
+        store.append_batch(make_rows(0, 3, "train").batch());
+    }
+    EXPECT_FALSE(fs::exists(journal));
+    EXPECT_EQ(FeatureStore::open(path_).rows(), 3);
+}
+
 // Writes go into the file in place: a store with another hard link (a `cp -al` snapshot)
 // is refused by writers, whose journal sits beside one name only; readers still read it.
 TEST_F(StoreTest, WritersRefuseAStoreWithHardLinks) {

@@ -419,6 +419,37 @@ TEST_F(Journal, JournalFollowsItsFileAndNeverTouchesAnother) {
     EXPECT_EQ(read_bytes(moved), other_bytes);
 }
 
+// A deleted store's inode is often reused by the next file made in its directory; the
+// journal's creation stamp tells the two apart. A journal whose stamp is not its file's
+// (what a reused inode looks like) is neither found under another name nor applied under
+// its own. (Where the file system keeps no creation time, the stamp is 0 and unchecked.)
+TEST_F(Journal, JournalOfAnotherFileWithTheSameInodeIsNotApplied) {
+    TempDir dir("reuse");
+    const fs::path p = dir / "store.h5";
+    const fs::path moved = dir / "moved.h5";
+    const std::string committed = make_committed(p);
+    crash_writer(p, true);
+    const fs::path jpath = journal::journal_path(p);
+    const std::string journal = read_bytes(jpath);
+    struct statx stx {};
+    const bool has_birth = ::statx(AT_FDCWD, p.c_str(), 0, STATX_BTIME, &stx) == 0 && (stx.stx_mask & STATX_BTIME);
+    ASSERT_EQ(journal.substr(28, 4) != std::string(4, '\0'), has_birth) << "the stamp follows the file system";
+    if (has_birth) {
+        std::string other = journal;
+        other[28] = static_cast<char>(other[28] ^ 0x5A);
+        write_bytes(jpath, other);
+        fs::rename(p, moved);
+        EXPECT_EQ(journal::find_journal(moved), std::nullopt);
+        fs::rename(moved, p);
+        const std::string torn = read_bytes(p);
+        EXPECT_THROW(journal::recover(p), fstore::FormatError);
+        EXPECT_EQ(read_bytes(p), torn) << "a journal of another file was applied";
+        write_bytes(jpath, journal);
+    }
+    EXPECT_TRUE(journal::recover(p));
+    EXPECT_EQ(read_bytes(p), committed);
+}
+
 // With HDF5's own file locking off (HDF5_USE_FILE_LOCKING=FALSE, usual on cluster file
 // systems) the driver still takes the writer lock: a second writer is refused.
 TEST_F(Journal, WriterLockHoldsWithHdf5LockingOff) {

@@ -89,6 +89,10 @@ struct TemplateInfo {
     bool has_token_features = false;
 };
 
+// What the repair (as the reference's) puts where a row's split or label is unknown.
+inline constexpr const char* missing_split = "unspecified";
+inline constexpr std::int64_t missing_label = -1;
+
 // A root attribute's value as HDF5 holds it: int64 / float64 scalar or string.
 using AttributeValue = std::variant<std::int64_t, double, std::string>;
 

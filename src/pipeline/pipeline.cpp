@@ -531,15 +531,15 @@ void BuildRun::warn_left_out_splits(const ImageFolderOptions& folder) {
 
 std::vector<Segment> BuildRun::plan(const ImageSource& source) {
     const auto on_disk = store_->split_counts_from_data();
-    // A lost /split comes back as "unspecified" (the reference's repair). MedMNIST has no
+    // A lost /split comes back as missing_split (the reference's repair). MedMNIST has no
     // such split, so nothing says which samples those rows are: resuming would append every
     // one of them again next to them.
-    if (const auto lost = on_disk.find("unspecified"); lost != on_disk.end() && o_.images_dir.empty()) {
+    if (const auto lost = on_disk.find(missing_split); lost != on_disk.end() && o_.images_dir.empty()) {
         throw MismatchError(fmt::format(
-            "store {} holds {} rows whose split is 'unspecified' (its /split dataset was lost and "
+            "store {} holds {} rows whose split is '{}' (its /split dataset was lost and "
             "repaired): a resume cannot tell which samples they are and would append them again; pass "
             "--no-resume to re-encode the image rows, or write to another --h5 path",
-            quoted(o_.h5_path), lost->second));
+            quoted(o_.h5_path), lost->second, missing_split));
     }
     const auto entries = source_entries(*store_);
     std::vector<Segment> segments;

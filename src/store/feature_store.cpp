@@ -33,8 +33,6 @@ constexpr std::size_t column_count = 5;
 constexpr std::array<const char*, column_count> column_names = {
     "image_features", "image_token_features", "ids", "labels", "split"};
 constexpr const char* templates_group = "templates";
-constexpr const char* missing_split = "unspecified";
-constexpr std::int64_t missing_label = -1;
 
 // The reference's chunk shapes, first dimension: (64, D), (4, T_img, D), (4096,).
 constexpr std::array<hsize_t, column_count> chunk_rows = {64, 4, 4096, 4096, 4096};

@@ -100,6 +100,9 @@ bool is_half(hid_t type);
 // ---- objects --------------------------------------------------------------------------
 // Whether `name` (a single path component, or a path whose parents exist) is a link in loc.
 bool exists(hid_t loc, const std::string& name);
+// What `name` in loc is: H5O_TYPE_GROUP, H5O_TYPE_DATASET, ...; H5O_TYPE_UNKNOWN when it is
+// missing or a broken link.
+H5O_type_t object_type(hid_t loc, const std::string& name);
 Dataset open_dataset(hid_t loc, const std::string& name, hid_t dapl = H5P_DEFAULT);
 Group open_group(hid_t loc, const std::string& name);
 Group create_group(hid_t loc, const std::string& name);

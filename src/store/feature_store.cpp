@@ -739,9 +739,7 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
                           "of a store written by fstore build");
     for (std::size_t i = 0; i < column_count; ++i) {
         if (!h5::exists(impl->file, column_names[i])) continue;
-        H5O_info_t info;
-        if (H5Oget_info_by_name2(impl->file, column_names[i], &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 ||
-            info.type != H5O_TYPE_DATASET)
+        if (h5::object_type(impl->file, column_names[i]) != H5O_TYPE_DATASET)
             throw FormatError("store " + quoted(path) + " is damaged: /" + column_names[i] +
                               " is not a dataset (a group or a broken link): restore it from a copy, "
                               "or build a new store (another --h5 path)");
@@ -1068,9 +1066,7 @@ void require_template(const FeatureStore& store, hid_t file, const std::string& 
                          ": list the stored ones with fstore-access templates");
     const std::string group = std::string(templates_group) + "/" + id;
     const std::string fix = ": remove it with fstore-access clear-templates, then rerun fstore build --run-text";
-    H5O_info_t info;
-    if (H5Oget_info_by_name2(file, group.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 ||
-        info.type != H5O_TYPE_GROUP)
+    if (h5::object_type(file, group) != H5O_TYPE_GROUP)
         throw FormatError("store " + quoted(store.path()) + ": templates/" + id +
                           " is not a template (a dataset or a broken link, not a group)" + fix);
     if (!h5::exists(file, group + "/text_features"))

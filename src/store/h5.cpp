@@ -134,6 +134,12 @@ bool exists(hid_t loc, const std::string& name) {
     return found > 0;
 }
 
+H5O_type_t object_type(hid_t loc, const std::string& name) {
+    H5O_info_t info;
+    if (H5Oget_info_by_name2(loc, name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0) return H5O_TYPE_UNKNOWN;
+    return info.type;
+}
+
 Dataset open_dataset(hid_t loc, const std::string& name, hid_t dapl) {
     const hid_t id = H5Dopen2(loc, name.c_str(), dapl);
     if (id < 0) fail("cannot open dataset '" + name + "'");

@@ -196,9 +196,9 @@ struct BuildArgs {
         cmd->add_option("--labels", labels, "custom data: CSV with columns path,label[,split]");
         cmd->add_flag("--strict", o.strict, "fail on the first unreadable image instead of skipping it");
         cmd->add_option("--prompts", prompts, "JSON with label_texts, label_templates, concept_texts, concept_templates");
-        cmd->add_option("--splits", splits,
-                        "splits to encode, in order (default: train,val,test for MedMNIST; for --images, "
-                        "every split of the CSV, train/val/test first)")->delimiter(',');
+        fstore::cli::add_comma_list(*cmd, "--splits", splits,
+                                    "splits to encode, in order (default: train,val,test for MedMNIST; for "
+                                    "--images, every split of the CSV, train/val/test first)");
         fstore::cli::add_integer(*cmd, "--batch-size", o.batch_size, "images per batch (one commit each)", 1);
         fstore::cli::add_integer(*cmd, "--loader-threads", o.loader_threads, "decode/preprocess threads (0 = auto)", 0,
                                  max_threads);

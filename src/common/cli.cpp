@@ -231,6 +231,25 @@ std::int64_t parse_integer(const std::string& name, const std::string& text, std
     throw CLI::ValidationError(name + " must be " + range + ", not " + text);
 }
 
+CLI::Option* add_comma_list(CLI::App& app, const std::string& names, std::vector<std::string>& values,
+                            const std::string& description) {
+    CLI::callback_t split_and_store = [&values](const CLI::results_t& results) {
+        values.clear();
+        for (const auto& result : results) {
+            for (std::size_t begin = 0;;) {
+                const auto comma = result.find(',', begin);
+                values.push_back(result.substr(begin, comma - begin));
+                if (comma == std::string::npos) break;
+                begin = comma + 1;
+            }
+        }
+        return true;
+    };
+    return app.add_option(names, split_and_store, description)
+        ->type_name("NAME[,NAME...]")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
 namespace detail {
 
 CLI::Option* add_integer_option(CLI::App& app, const std::string& names,

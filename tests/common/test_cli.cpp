@@ -24,7 +24,7 @@ struct Tool {
     int batch = 64;
     std::optional<std::int64_t> limit;
     bool json = false, concept_only = false, label_only = false;
-    std::vector<std::string> texts;
+    std::vector<std::string> texts, splits;
     CLI::App* build = nullptr;
     CLI::App* fetch = nullptr;
     std::string out, err;
@@ -40,6 +40,7 @@ struct Tool {
         fstore::cli::add_integer(*build, "--limit", limit, "first N", std::int64_t{0});
         build->add_flag("--json", json, "JSON");
         build->add_option("--text", texts, "a text (repeatable)");
+        fstore::cli::add_comma_list(*build, "--splits", splits, "splits");
         fetch = app.add_subcommand("fetch", "Fetch");
         auto* concept_flag = fetch->add_flag("--concept", concept_only, "Only concept templates");
         fetch->add_flag("--label", label_only, "Only label templates")->excludes(concept_flag);
@@ -107,6 +108,16 @@ TEST(CliConventions, ListOptionsCollectEveryValue) {
     Tool tool;
     ASSERT_EQ(tool.parse({"build", "--text", "a", "--text", "b"}), std::nullopt) << tool.err;
     EXPECT_EQ(tool.texts, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(CliConventions, CommaListsKeepEmptyNamesForTheCommandToRefuse) {
+    Tool tool;
+    ASSERT_EQ(tool.parse({"build", "--splits", "train,val", "--splits", "test"}), std::nullopt) << tool.err;
+    EXPECT_EQ(tool.splits, (std::vector<std::string>{"train", "val", "test"}));
+    ASSERT_EQ(tool.parse({"build", "--splits", "train,,val,"}), std::nullopt) << tool.err;
+    EXPECT_EQ(tool.splits, (std::vector<std::string>{"train", "", "val", ""}));
+    ASSERT_EQ(tool.parse({"build", "--splits", ""}), std::nullopt) << tool.err;
+    EXPECT_EQ(tool.splits, (std::vector<std::string>{""}));
 }
 
 TEST(CliConventions, IntegerOptionsSayTheirRangeWithoutHugeNumbers) {

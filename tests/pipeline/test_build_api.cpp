@@ -69,6 +69,9 @@ TEST(BuildOptions, ValidationNamesTheFlag) {
     o.splits = {"train", "train"};
     expect_usage(o, "twice");
     o = valid();
+    o.splits = {"train", "", "val"};  // "--splits train,,val"
+    expect_usage(o, "empty name");
+    o = valid();
     o.images_dir = "imgs";
     expect_usage(o, "--labels");
     o = valid();

@@ -43,7 +43,8 @@ PromptSet bloodmnist_prompts();
 
 // Reads a prompt JSON file. Unreadable file -> NotFoundError; bad JSON, a missing key, a
 // wrong type, an empty list or a template without exactly one "{}" -> FormatError naming
-// the file and the key (e.g. "concept_templates[2]").
+// the file and the key (e.g. "concept_templates[2]"). Other keys are ignored, each with a
+// warning naming it.
 PromptSet load_prompt_set(const std::filesystem::path& file);
 // The same from parsed JSON; `source` names it in error messages.
 PromptSet prompt_set_from_json(const nlohmann::json& json, const std::string& source);

@@ -2,12 +2,14 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "fstore/error.hpp"
 #include "unicode.hpp"
@@ -138,6 +140,14 @@ PromptSet prompt_set_from_json(const nlohmann::json& json, const std::string& so
             "prompts '{}' must be a JSON object with keys label_texts, label_templates, "
             "concept_texts, concept_templates: fix the file",
             source));
+    }
+    for (const auto& [key, value] : json.items()) {
+        if (std::find(std::begin(kKeys), std::end(kKeys), key) == std::end(kKeys)) {
+            // Extra keys (a "_comment") are legal; a misspelt one shows up here too.
+            spdlog::warn("prompts '{}': ignoring key \"{}\" (the keys read are label_texts, label_templates, "
+                         "concept_texts, concept_templates)",
+                         source, key);
+        }
     }
     PromptSet prompts;
     for (std::size_t k = 0; k < 4; ++k) {

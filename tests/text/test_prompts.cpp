@@ -2,8 +2,11 @@
 
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "fstore/error.hpp"
 #include "fstore/prompts.hpp"
@@ -101,7 +104,14 @@ TEST(Prompts, JsonFileRoundTripAndErrors) {
     const fs::path file = dir / "prompts.json";
     test::write_file(file, R"({"label_texts": ["a", "b"], "label_templates": ["photo of {}"],
         "concept_texts": ["c"], "concept_templates": ["{} here", "there {}"], "comment": "ignored"})");
+    // The extra key is read past with one warning naming it.
+    std::ostringstream log;
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+    spdlog::default_logger()->sinks().push_back(sink);
     const PromptSet p = load_prompt_set(file);
+    spdlog::default_logger()->sinks().pop_back();
+    EXPECT_NE(log.str().find("ignoring key \"comment\""), std::string::npos) << log.str();
+    EXPECT_EQ(log.str().find("label_texts\""), std::string::npos) << log.str();
     EXPECT_EQ(p.label_texts, (std::vector<std::string>{"a", "b"}));
     EXPECT_EQ(p.concept_templates, (std::vector<std::string>{"{} here", "there {}"}));
     const auto concepts = expand_concept_templates(p);

@@ -68,7 +68,8 @@ public:
     // Ends the previous phase if one is open.
     void begin(const std::string& phase, std::int64_t total, std::int64_t already_done = 0,
                const std::string& unit = "img");
-    // `items` more are done; reports when the throttle interval has passed.
+    // `items` more are done (the count stops at the phase's total when it has one); reports
+    // when the throttle interval has passed.
     void advance(std::int64_t items);
     // Ends the phase with a final report (a finished bar / a last log line).
     void end();

@@ -672,12 +672,14 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     nlohmann::json entries_record = source_entries(*store_);
     std::thread writer([&] {
         std::optional<std::size_t> phase;
+        std::int64_t entries_shown = 0;  // of the phase's split, on the progress bar
         try {
             while (auto batch = encoded_queue.pop()) {
                 if (phase != batch->segment) {
                     const Segment& seg = segments[batch->segment];
                     if (progress_ != nullptr) progress_->begin(seg.split, seg.expected, seg.resumed);
                     phase = batch->segment;
+                    entries_shown = seg.resumed_entries >= 0 ? seg.resumed_entries : seg.resumed;
                 }
                 spdlog::debug("image: committing rows {}..{} ({})", store_->rows(),
                               store_->rows() + batch->rows - 1, segments[batch->segment].split);
@@ -689,7 +691,10 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
                 write_rows(*store_, *batch);
                 spdlog::debug("image: committed, store holds {} rows", store_->rows());
                 appended[batch->segment] += batch->rows;
-                if (progress_ != nullptr) progress_->advance(batch->rows);
+                // Entries, not rows: unreadable images skipped are work done too, so a folder
+                // with some of them still ends its bar at 100%.
+                if (progress_ != nullptr) progress_->advance(std::max(batch->rows, batch->entries - entries_shown));
+                entries_shown = std::max(entries_shown + batch->rows, batch->entries);
                 encoded_spares.try_push(std::move(*batch));
             }
         } catch (...) {

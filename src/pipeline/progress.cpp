@@ -76,7 +76,9 @@ void Progress::begin(const std::string& phase, std::int64_t total, std::int64_t 
 
 void Progress::advance(std::int64_t items) {
     if (!open_) return;
-    current_.done += items;
+    // Never past the total: a caller counting work (entries read) rather than results may
+    // overshoot a total given in results (rows wanted under --limit).
+    current_.done = current_.total > 0 ? std::min(current_.done + items, current_.total) : current_.done + items;
     if (style_ == ProgressStyle::none) return;
     const auto interval = style_ == ProgressStyle::bar ? options_.redraw_interval : options_.log_interval;
     if (now_() - last_report_ >= interval) report(false);

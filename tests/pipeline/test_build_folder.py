@@ -84,6 +84,12 @@ def main():
         assert "b1.png" in p.stderr and "b4.png" not in p.stderr, p.stderr
         assert t.read(h5)["labels"].tolist() == [0, 2]
 
+        # Without --no-progress (stderr is not a terminal: log lines), the split's last
+        # progress line counts the unreadable image as done: 5/5, not 4/5.
+        p = t.run([a for a in folder_cmd(os.path.join(tmp, "progress.h5"), images, csv) if a != "--no-progress"])
+        last = [line for line in p.stderr.splitlines() if line.startswith("train: ")][-1]
+        assert last.startswith("train: 5/5 (100%)"), p.stderr
+
         write_image(os.path.join(images, "b1.png"), 11)  # fixed: readable now
         p = t.run(folder_cmd(h5, images, csv))
         summary = json.loads(p.stdout)

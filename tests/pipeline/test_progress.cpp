@@ -89,6 +89,21 @@ TEST(Progress, LogStyleWritesPeriodicLinesWithRateOfThisRunOnly) {
     EXPECT_EQ(text.find('\r'), std::string::npos);  // never a bar on a non-terminal
 }
 
+TEST(Progress, CountStopsAtTheTotal) {
+    Capture out;
+    FakeClock clock;
+    fstore::ProgressOptions options;
+    options.style = fstore::ProgressStyle::log;
+    fstore::Progress progress(options, out.file, clock.fn());
+    progress.begin("train", 10);
+    progress.advance(7);
+    progress.advance(5);  // 12 entries read for 10 rows wanted (2 were unreadable)
+    EXPECT_EQ(progress.snapshot().done, 10);
+    progress.begin("test", 0);  // unknown total: no cap
+    progress.advance(12);
+    EXPECT_EQ(progress.snapshot().done, 12);
+}
+
 TEST(Progress, NoneStylePrintsNothing) {
     Capture out;
     FakeClock clock;

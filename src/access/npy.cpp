@@ -9,7 +9,6 @@
 #include <utility>
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +16,7 @@
 #include <zip.h>
 
 #include "fstore/error.hpp"
+#include "fstore/files.hpp"
 
 namespace fstore::npy {
 namespace {
@@ -82,8 +82,6 @@ struct Destination {
     int descriptor = -1;              // own_descriptor
     std::optional<struct stat> existing;  // replace of an existing file: its mode and owner
 };
-
-fs::path directory_of(const fs::path& file) { return file.has_parent_path() ? file.parent_path() : fs::path("."); }
 
 Destination resolve(const fs::path& path, FileFormat format) {
     if (path.empty()) throw UsageError("--out needs a file name");
@@ -180,29 +178,6 @@ ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::s
 
 // ---- OutputFile ---------------------------------------------------------------------------
 
-namespace {
-// Removes `<target>.partial-PID[-N]` files whose process is gone: what a writer killed by
-// Ctrl-C or SIGKILL left (a destructor never ran), which can be gigabytes of tokens. A file
-// of a live process, or of a PID reused since, is left alone.
-void remove_stale_partials(const std::filesystem::path& target) {
-    const std::string prefix = target.filename().string() + ".partial-";
-    std::error_code ec;
-    for (std::filesystem::directory_iterator it(directory_of(target), ec), end; !ec && it != end; it.increment(ec)) {
-        const std::string name = it->path().filename().string();
-        if (name.compare(0, prefix.size(), prefix) != 0) continue;
-        const std::string rest = name.substr(prefix.size());
-        const std::string digits = rest.substr(0, rest.find('-'));
-        if (digits.empty() || digits.size() > 9 ||
-            !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
-            continue;
-        const pid_t pid = static_cast<pid_t>(std::stol(digits));
-        if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) {
-            std::error_code ignored;
-            std::filesystem::remove(it->path(), ignored);
-        }
-    }
-}
-}  // namespace
 
 void check_output_path(const std::filesystem::path& path, FileFormat format) { resolve(path, format); }
 
@@ -221,7 +196,9 @@ OutputFile::OutputFile(const std::filesystem::path& path, FileFormat format) : p
             return;
         case Destination::Kind::replace: break;
     }
-    remove_stale_partials(target_);
+    // What a writer killed by Ctrl-C or SIGKILL left (its destructor never ran): it can be
+    // gigabytes of tokens.
+    remove_stale_temporaries(target_, ".partial-");
     // O_EXCL: never write into a file someone else created under the temporary name.
     for (int attempt = 0; fd_ < 0; ++attempt) {
         temporary_ = target_;

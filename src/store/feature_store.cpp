@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fstore/error.hpp"
+#include "fstore/files.hpp"
 #include "fstore/h5.hpp"
 #include "fstore/lzf_filter.hpp"
 #include "fstore/store_writer.hpp"
@@ -571,10 +572,6 @@ FeatureStore::Impl& use(const std::unique_ptr<FeatureStore::Impl>& impl) {
     return *impl;
 }
 
-fs::path directory_of(const fs::path& path) {
-    return path.has_parent_path() ? path.parent_path() : fs::path(".");
-}
-
 // Why this process may not use `path` in `mode` (access(2) flags): the system's reason in
 // lower case, to sit inside a sentence ("permission denied", "read-only file system");
 // empty when it may.
@@ -789,6 +786,8 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
                           quoted(parent) + ": choose a writable --h5 path");
         // Build the empty store under a temporary name and rename it into place, so a kill
         // during creation never leaves a half-made store at `path`.
+        // A writer killed here before left its temporary behind (an empty store's worth).
+        remove_stale_temporaries(path, ".creating-");
         fs::path temp = path;
         temp += ".creating-" + std::to_string(::getpid());
         {

@@ -719,6 +719,21 @@ TEST_F(StoreTest, CreatingInReadOnlyDirectoryIsAnIoError) {
     EXPECT_TRUE(fs::is_empty(read_only));
 }
 
+// A writer killed while creating the store leaves `<store>.creating-PID` (no destructor
+// ran); the next creation removes it, and leaves a live writer's alone.
+TEST_F(StoreTest, CreationRemovesTemporariesOfKilledCreators) {
+    const pid_t gone = ::fork();
+    if (gone == 0) ::_exit(0);
+    ::waitpid(gone, nullptr, 0);
+    const fs::path stale = dir_ / ("store.h5.creating-" + std::to_string(gone));
+    const fs::path live = dir_ / ("store.h5.creating-" + std::to_string(::getppid()));
+    for (const auto& p : {stale, live}) std::ofstream(p) << "half a store";
+    { FeatureStore::open_or_create(path_, {D, T}); }
+    EXPECT_FALSE(fs::exists(stale));
+    EXPECT_TRUE(fs::exists(live));
+    EXPECT_EQ(FeatureStore::open(path_).rows(), 0);
+}
+
 // A store cut short (a partial copy, a full disk under another tool) is named truncated or
 // corrupt (exit 4), without HDF5's "eof = ..., sblock->base_addr = ..." values.
 TEST_F(StoreTest, TruncatedStoreSaysSoWithoutHdf5Internals) {

@@ -26,6 +26,7 @@
 // ones).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -105,6 +106,9 @@ struct MedmnistOptions {
     int size = 28;                    // 28 (file "{name}.npz"), 64, 128 or 224 ("{name}_{size}.npz")
     std::string root;                 // directory of the files; empty: ~/.medmnist
     std::vector<std::string> splits = default_splits();  // empty: default_splits()
+    // Ctrl-C: once *stop is set, next_batch and skip return 0 without reading further, even
+    // from inside a wait for a member's CRC check or a long skip (seconds on a 224 px file).
+    const std::atomic<bool>* stop = nullptr;
 };
 
 // "{name}.npz" for size 28, "{name}_{size}.npz" otherwise (MedMNIST's naming).
@@ -125,7 +129,8 @@ std::string medmnist_root(const std::string& root);
 std::unique_ptr<ImageSource> open_medmnist(const MedmnistOptions& options);
 // Same, for an explicit file path (splits empty: default_splits()).
 std::unique_ptr<ImageSource> open_npz(const std::string& path,
-                                      const std::vector<std::string>& splits = default_splits());
+                                      const std::vector<std::string>& splits = default_splits(),
+                                      const std::atomic<bool>* stop = nullptr);
 
 // ---- Image folder + CSV --------------------------------------------------------------
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstdio>
@@ -308,6 +309,8 @@ private:
 // the member's end, and a resume could not tell them apart (a corrupt copy has the same
 // member table). Running ahead overlaps the check with loading the model, the text stage and
 // the encoding of the splits before it. MedMNIST's own loader (np.load) reads members whole.
+bool is_set(const std::atomic<bool>* flag) { return flag != nullptr && flag->load(std::memory_order_relaxed); }
+
 class MemberChecker {
 public:
     struct Target {
@@ -327,10 +330,15 @@ public:
     }
 
     // Blocks until target i is checked; throws its FormatError if the check failed.
-    void wait(std::size_t i) {
+    // Returns false, unchecked, once *stop is set (polled: a signal handler cannot notify).
+    bool wait(std::size_t i, const std::atomic<bool>* stop) {
         std::unique_lock<std::mutex> lock(mutex_);
-        done_changed_.wait(lock, [&] { return done_ > i; });
+        const auto checked = [&] { return done_ > i; };
+        while (!done_changed_.wait_for(lock, std::chrono::milliseconds(50), checked)) {
+            if (is_set(stop)) return false;
+        }
         if (errors_[i]) std::rethrow_exception(errors_[i]);
+        return true;
     }
 
 private:
@@ -406,8 +414,9 @@ class NpzSource final : public ImageSource {
 public:
     // image_size > 0: every split's images must be image_size x image_size (a MedMNIST file
     // named for one size holds images of that size).
-    NpzSource(const std::string& path, std::vector<std::string> splits, int image_size = 0)
-        : path_(path), image_size_(image_size) {
+    NpzSource(const std::string& path, std::vector<std::string> splits, int image_size = 0,
+              const std::atomic<bool>* stop = nullptr)
+        : path_(path), image_size_(image_size), stop_(stop) {
         if (splits.empty()) splits = default_splits();
         std::error_code ec;
         if (!fs::exists(path, ec)) {
@@ -484,11 +493,10 @@ public:
     }
 
     std::size_t next_batch(std::size_t n, std::vector<Sample>& out) override {
-        if (current_ >= splits_.size()) {
+        if (current_ >= splits_.size() || !ensure_open()) {
             out.clear();
             return 0;
         }
-        ensure_open();
         const SplitMembers& s = splits_[current_];
         const auto take = static_cast<std::size_t>(
             std::min<std::int64_t>(static_cast<std::int64_t>(n), s.count - in_split_));
@@ -511,16 +519,22 @@ public:
     }
 
     std::int64_t skip(std::int64_t n) override {
-        if (current_ >= splits_.size() || n <= 0) return 0;
-        ensure_open();
+        if (current_ >= splits_.size() || n <= 0 || !ensure_open()) return 0;
         const SplitMembers& s = splits_[current_];
-        const std::int64_t take = std::min(n, s.count - in_split_);
+        const std::int64_t want = std::min(n, s.count - in_split_);
         const std::uint64_t bytes = static_cast<std::uint64_t>(s.height) * s.width * s.channels;
-        images_->skip(bytes * static_cast<std::uint64_t>(take), scratch_);
-        in_split_ += take;
-        position_ += take;
+        // A deflated member is skipped by decompressing it: in steps, so Ctrl-C is heard.
+        const auto step = static_cast<std::int64_t>(std::max<std::uint64_t>(1, (std::uint64_t{64} << 20) / bytes));
+        std::int64_t taken = 0;
+        while (taken < want && !is_set(stop_)) {
+            const std::int64_t take = std::min(step, want - taken);
+            images_->skip(bytes * static_cast<std::uint64_t>(take), scratch_);
+            taken += take;
+            in_split_ += take;
+            position_ += take;
+        }
         if (in_split_ == s.count) end_split();
-        return take;
+        return taken;
     }
 
     // Dropping the rest of a split (after --limit) closes its member unread: a deflated
@@ -640,8 +654,10 @@ private:
     }
 
     // Opens the current split's members: all labels, then images positioned at sample 0.
-    void ensure_open() {
-        if (images_) return;
+    // False when *stop was set first (then nothing is open).
+    bool ensure_open() {
+        if (is_set(stop_)) return false;
+        if (images_) return true;
         const SplitMembers& s = splits_[current_];
         {
             const std::string lab_name = s.name + "_labels.npy";
@@ -655,9 +671,10 @@ private:
             labels_.resize(static_cast<std::size_t>(s.count));
             for (std::size_t i = 0; i < labels_.size(); ++i) labels_[i] = decode_label(&raw[i * row], s.labels);
         }
-        checker_->wait(current_);
+        if (!checker_->wait(current_, stop_)) return false;
         images_ = std::make_unique<Member>(zip_.get(), s.images_index, where(s.name + "_images.npy"));
         images_->read_header();
+        return true;
     }
 
     void end_split() {
@@ -675,6 +692,7 @@ private:
 
     std::string path_;
     int image_size_ = 0;  // 0: any
+    const std::atomic<bool>* stop_ = nullptr;
     ZipPtr zip_;
     std::vector<SplitMembers> splits_;
     std::vector<SplitInfo> info_;
@@ -689,14 +707,15 @@ private:
 
 }  // namespace
 
-std::unique_ptr<ImageSource> open_npz(const std::string& path, const std::vector<std::string>& splits) {
-    return std::make_unique<NpzSource>(path, splits);
+std::unique_ptr<ImageSource> open_npz(const std::string& path, const std::vector<std::string>& splits,
+                                      const std::atomic<bool>* stop) {
+    return std::make_unique<NpzSource>(path, splits, 0, stop);
 }
 
 std::unique_ptr<ImageSource> open_medmnist(const MedmnistOptions& options) {
     if (options.name.empty()) throw UsageError("empty MedMNIST dataset name: pass e.g. bloodmnist");
     const fs::path path = fs::path(medmnist_root(options.root)) / medmnist_file_name(options.name, options.size);
-    return std::make_unique<NpzSource>(path.string(), options.splits, options.size);
+    return std::make_unique<NpzSource>(path.string(), options.splits, options.size, options.stop);
 }
 
 }  // namespace fstore

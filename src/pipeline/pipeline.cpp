@@ -506,6 +506,7 @@ std::unique_ptr<ImageSource> BuildRun::open_source() {
     mo.size = o_.size;
     mo.root = o_.data_root.string();
     mo.splits = o_.splits;
+    mo.stop = stop_;
     return open_medmnist(mo);
 }
 

@@ -1,6 +1,7 @@
 // The MedMNIST .npz reader against numpy's reading of the same files (make_npz_cases.py).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -111,6 +112,40 @@ TEST_F(NpzTest, SkipEntriesDropsTheRestOfASplitUnread) {
         EXPECT_EQ(out[0].label, labels[0]);
     }
     EXPECT_GT(checked, 0) << "no test file has two non-empty splits";
+}
+
+// Ctrl-C: with the stop flag set, reads and skips return 0 and consume nothing; the source
+// goes on from the same sample if the flag is cleared (the pipeline never does, but it shows
+// that nothing was lost or half-read).
+TEST_F(NpzTest, StopFlagMakesReadsReturnNothing) {
+    int checked = 0;
+    for (const auto& stem : lines("good.txt")) {
+        SCOPED_TRACE(stem);
+        std::atomic<bool> stop{false};
+        auto src = open_npz(file(stem + ".npz"), default_splits(), &stop);
+        if (src->splits().empty() || src->splits()[0].size < 3) continue;
+        ++checked;
+        const std::string split = src->splits()[0].name;
+        const auto labels = read_raw<std::int64_t>(file(stem + "." + split + ".labels"));
+        std::vector<Sample> out;
+        ASSERT_EQ(src->next_batch(1, out), 1u);
+        stop = true;
+        EXPECT_EQ(src->next_batch(2, out), 0u);
+        EXPECT_TRUE(out.empty());
+        EXPECT_EQ(src->skip(1), 0);
+        EXPECT_EQ(src->position(), 1);
+        EXPECT_EQ(src->current_split(), split);
+        stop = false;
+        ASSERT_EQ(src->next_batch(1, out), 1u);
+        EXPECT_EQ(out[0].label, labels[1]);
+    }
+    EXPECT_GT(checked, 0) << "no test file has a split of 3 samples";
+    // Set before the first read: the first member's check is not waited for.
+    std::atomic<bool> stop{true};
+    auto src = open_npz(file(lines("good.txt").front() + ".npz"), default_splits(), &stop);
+    std::vector<Sample> out;
+    EXPECT_EQ(src->next_batch(4, out), 0u);
+    EXPECT_EQ(src->position(), 0);
 }
 
 TEST_F(NpzTest, ShapesAndSplitOrder) {

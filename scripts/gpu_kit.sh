@@ -34,7 +34,13 @@ mkdir -p "$kit/debs"
 chmod 0777 "$kit/debs"  # apt downloads as user _apt
 
 echo "gpu_kit: downloading ${#dev_packages[@]} packages"
-(cd "$kit/debs" && apt-get download -q "${dev_packages[@]}" >/dev/null)
+# setup.sh skips `apt-get update` when nothing is missing; download needs the lists.
+if ! (cd "$kit/debs" && apt-get download -q "${dev_packages[@]}" >/dev/null 2>&1); then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -q >/dev/null
+  (cd "$kit/debs" && apt-get download -q "${dev_packages[@]}" >/dev/null)
+fi
 for deb in "$kit"/debs/*.deb; do dpkg -x "$deb" "$kit"; done
 rm -rf "$kit/debs"
 

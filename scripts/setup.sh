@@ -32,7 +32,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -q
+# Through env: sudo's env_reset would drop an exported DEBIAN_FRONTEND. The lock timeout
+# waits for apt runs already going on a fresh VM (unattended-upgrades) instead of failing.
+apt=("${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
+"${apt[@]}" update -q
 # --no-install-recommends: libopencv-dev's recommends would pull in a JDK.
-"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+"${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"

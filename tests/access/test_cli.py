@@ -41,8 +41,8 @@ EXIT_IO = 10
 HUGE = "99999999999999999999"  # past int64
 
 
-def run(path, *args, **kwargs):
-    cmd = [BIN] + (["--path", path] if path is not None else []) + list(args)
+def run(path, *args, binary=BIN, **kwargs):
+    cmd = [binary] + (["--path", path] if path is not None else []) + list(args)
     options = {"capture_output": True, "text": True, "timeout": 60}
     options.update(kwargs)
     return subprocess.run(cmd, **options)
@@ -550,6 +550,8 @@ class OutTargets(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="fstore_access_cli_out_")
         os.chmod(cls.tmp, 0o755)  # readable by the unprivileged user of test_out_directories
+        # ... who may not reach the build tree (a checkout in root's 0700 home): a copy.
+        cls.binary = shutil.copy(BIN, os.path.join(cls.tmp, "fstore-access"))
         cls.path = os.path.join(cls.tmp, "store.h5")
         write_fstore_store(cls.path)
         os.chmod(cls.path, 0o644)
@@ -692,7 +694,7 @@ class OutTargets(unittest.TestCase):
         for args, name in ((["batch"], "x.npy"), (["sample", "0"], "x.npz"), (["fetch"], "x.npz")):
             out = os.path.join(locked, name)
             self.fails(EXIT_IO, f"cannot write '{out}': directory '{locked}' is not writable (Permission denied): "
-                       "choose another --out", *args, "--out", out, user=user)
+                       "choose another --out", *args, "--out", out, user=user, binary=self.binary)
 
 
 class BadFiles(unittest.TestCase):

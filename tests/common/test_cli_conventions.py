@@ -46,8 +46,13 @@ class Conventions:
     @classmethod
     def setUpClass(cls):
         cls.binary = os.path.join(BINARY_DIR, "apps", cls.tool)
+        cls.tiny = TINY
         cls.tmp = tempfile.mkdtemp(prefix="fstore_cli_conventions_")
         os.chmod(cls.tmp, 0o755)  # nobody must reach the files inside
+        if NOBODY:
+            # The checkout may sit where nobody cannot go (root's 0700 home): run copies.
+            cls.binary = shutil.copy(cls.binary, os.path.join(cls.tmp, cls.tool))
+            cls.tiny = shutil.copy(TINY, os.path.join(cls.tmp, "tiny.pt"))
 
     @classmethod
     def tearDownClass(cls):
@@ -241,8 +246,8 @@ class Fstore(Conventions, unittest.TestCase):
     )
 
     def build(self, h5, *args, user=()):
-        return self.run_tool("build", "--run-text", "--model", TINY, "--h5", h5, "--threads", "1", "--no-progress",
-                             *args, user=user)
+        return self.run_tool("build", "--run-text", "--model", self.tiny, "--h5", h5, "--threads", "1",
+                             "--no-progress", *args, user=user)
 
     def missing_file_args(self):
         return ["model-info", "--model", os.path.join(self.tmp, "missing.pt")]
@@ -254,7 +259,7 @@ class Fstore(Conventions, unittest.TestCase):
     def test_unreadable_inputs_are_not_called_missing(self):
         # Exit 3 either way, but the message names the real problem: permissions.
         model = os.path.join(self.tmp, "locked.pt")
-        shutil.copyfile(TINY, model)
+        shutil.copyfile(self.tiny, model)
         os.chmod(model, 0)
         locked_dir = os.path.join(self.tmp, "locked-data")
         os.makedirs(locked_dir, exist_ok=True)
@@ -262,7 +267,7 @@ class Fstore(Conventions, unittest.TestCase):
         try:
             line = self.error_line(NOT_FOUND, "model-info", "--model", model, user=NOBODY)
             self.assertIn("is not readable (permission denied)", line)
-            line = self.error_line(NOT_FOUND, "build", "--run-image", "--model", TINY, "--data-root", locked_dir,
+            line = self.error_line(NOT_FOUND, "build", "--run-image", "--model", self.tiny, "--data-root", locked_dir,
                                    "--size", "28", "--h5", os.path.join(self.tmp, "locked.h5"), user=NOBODY)
             self.assertIn("bloodmnist.npz' is not readable (permission denied)", line)
         finally:
@@ -275,7 +280,7 @@ class Fstore(Conventions, unittest.TestCase):
                 self.assertIn(f"--run-{stage} and --skip-{stage} contradict each other", line)
 
     def test_last_value_wins_and_json_is_one_line(self):
-        p = self.run_tool("model-info", "--model", "nope.pt", "--model", TINY, "--threads", "3", "--threads", "1",
+        p = self.run_tool("model-info", "--model", "nope.pt", "--model", self.tiny, "--threads", "3", "--threads", "1",
                           "--json", "--json")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)

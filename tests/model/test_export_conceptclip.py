@@ -16,7 +16,11 @@ import torch.nn.functional as F
 
 src = os.environ["FSTORE_SOURCE_DIR"]
 sys.path.insert(0, os.path.join(src, "scripts"))
-py_compile.compile(os.path.join(src, "scripts", "export_conceptclip.py"), doraise=True)
+# Compiled into a temporary file: py_compile writes scripts/__pycache__ by default, which a
+# read-only checkout refuses (and PYTHONDONTWRITEBYTECODE does not stop).
+with tempfile.TemporaryDirectory(prefix="fstore-pyc-") as pyc_dir:
+    py_compile.compile(os.path.join(src, "scripts", "export_conceptclip.py"),
+                       cfile=os.path.join(pyc_dir, "export_conceptclip.pyc"), doraise=True)
 import export_conceptclip as ex  # noqa: E402
 import make_test_model as mtm  # noqa: E402
 

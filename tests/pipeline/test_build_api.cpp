@@ -30,9 +30,10 @@ struct Fixture {
                                            ::testing::UnitTest::GetInstance()->current_test_info()->name());
         fs::remove_all(dir);
         fs::create_directories(dir);
-        const std::string cmd = std::string(FSTORE_PYTHON) + " " + FSTORE_SOURCE_DIR +
-                                "/tests/python/fstore_ref/medmnist.py --out " + (dir / "data").string() +
-                                " --size 28 --train 5 --val 2 --test 3 --seed 4 > /dev/null";
+        // Quoted: the source tree or TMPDIR may have spaces in its path.
+        const std::string cmd = std::string("'") + FSTORE_PYTHON + "' '" + FSTORE_SOURCE_DIR +
+                                "/tests/python/fstore_ref/medmnist.py' --out '" + (dir / "data").string() +
+                                "' --size 28 --train 5 --val 2 --test 3 --seed 4 > /dev/null";
         if (std::system(cmd.c_str()) != 0) throw std::runtime_error("cannot generate test data: " + cmd);
     }
     ~Fixture() { fs::remove_all(dir); }

@@ -303,7 +303,7 @@ TEST_F(Journal, RoundTripReadableByDefaultDriverAndH5py) {
     write_bytes(dir / "check.py", script);
     int code = -1;
     const std::string out =
-        run_command(std::string(FSTORE_PYTHON) + " " + (dir / "check.py").string(), &code);
+        run_command("'" + std::string(FSTORE_PYTHON) + "' '" + (dir / "check.py").string() + "'", &code);
     EXPECT_EQ(code, 0);
     EXPECT_EQ(out, "2024 16 42 3 True\n");
 }

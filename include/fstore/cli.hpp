@@ -33,7 +33,8 @@ void configure_logging(const std::string& tool, const std::string& level);
 
 // Runs `body`, mapping exceptions to exit codes: fstore::Error -> its exit_code(),
 // std::bad_alloc and any other std::exception -> ExitCode::internal. Each is reported as
-// one line on stderr. Returns body's result when it does not throw.
+// one line on stderr. Returns body's result when it does not throw and std::cout took all
+// it printed; a failed write to stdout (a full disk under `> file`) is an IoError.
 int run_guarded(const std::function<int()>& body);
 
 // One JSON document on one line (compact, for scripts); invalid UTF-8 in strings (file

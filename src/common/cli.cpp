@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <iostream>
 #include <memory>
 #include <new>
 #include <ostream>
@@ -45,7 +48,18 @@ void report_failure(const std::string& message) {
 
 int run_guarded(const std::function<int()>& body) {
     try {
-        return body();
+        const int code = body();
+        // What was printed is the result too: `--json > file` on a full disk must not exit 0
+        // with half a document in the file.
+        errno = 0;
+        std::cout.flush();
+        if (!std::cout) {
+            const int error = errno;
+            throw IoError(std::string("cannot write to standard output") +
+                          (error != 0 ? std::string(" (") + std::strerror(error) + ")" : std::string()) +
+                          ": what was printed is incomplete; free space or send the output elsewhere");
+        }
+        return code;
     } catch (const Error& e) {
         report_failure(e.what());
         return static_cast<int>(e.exit_code());

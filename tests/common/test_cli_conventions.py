@@ -75,6 +75,18 @@ class Conventions:
                         "--tokens", "2"], check=True)
         return path
 
+    def test_output_that_cannot_be_written_is_an_io_error(self):
+        # stdout on a full disk: exit 10 and one line, not exit 0 with a cut-off result.
+        for json_flag in ([], ["--json"]):
+            with self.subTest(json=json_flag):
+                with open("/dev/full", "w") as full:
+                    p = subprocess.run([self.binary, *self.printing_args(), *json_flag], stdout=full,
+                                       stderr=subprocess.PIPE, text=True, timeout=120)
+                self.assertEqual(p.returncode, IO, p.stderr)
+                self.assertEqual(p.stderr, f"{self.tool}: error: cannot write to standard output (No space left "
+                                           "on device): what was printed is incomplete; free space or send the "
+                                           "output elsewhere\n")
+
     def test_log_level_off_still_prints_the_error(self):
         # The subclass's runtime error, with logs silenced: the one line stays.
         args = self.missing_file_args()
@@ -178,6 +190,9 @@ class FstoreAccess(Conventions, unittest.TestCase):
     def missing_file_args(self):
         return ["--path", os.path.join(self.tmp, "missing.h5"), "templates"]
 
+    def printing_args(self):
+        return ["--path", self.make_store("printed.h5"), "summarize"]
+
     def test_runtime_errors_carry_the_tools_name(self):
         line = self.error_line(NOT_FOUND, "--path", os.path.join(self.tmp, "missing.h5"), "templates")
         self.assertTrue(line.startswith("fstore-access: error: store "), line)
@@ -251,6 +266,9 @@ class Fstore(Conventions, unittest.TestCase):
 
     def missing_file_args(self):
         return ["model-info", "--model", os.path.join(self.tmp, "missing.pt")]
+
+    def printing_args(self):
+        return ["model-info", "--model", self.tiny]
 
     def test_runtime_errors_carry_the_tools_name(self):
         line = self.error_line(NOT_FOUND, "model-info", "--model", os.path.join(self.tmp, "missing.pt"))

@@ -38,6 +38,9 @@ struct Failure {
     std::string reason;
     bool lock = false;       // a file-locking failure
     bool truncated = false;  // the file ends before where its superblock says it does
+    // The superblock (version 3) says a writer has the file open: a live SWMR writer, or
+    // one that crashed without closing it (h5clear -s clears the mark).
+    bool marked_open = false;
 };
 Failure last_failure();
 

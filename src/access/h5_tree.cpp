@@ -112,6 +112,8 @@ void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
 std::optional<RawFile> RawFile::open(const std::filesystem::path& path) {
     silence_hdf5_errors();
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;  // a FIFO would block
     if (H5Fis_hdf5(path.c_str()) <= 0) return std::nullopt;
     H5Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
     if (!file) return std::nullopt;

@@ -623,6 +623,11 @@ void check_path(const fs::path& path) {
     if (fs::is_directory(status))
         throw NotFoundError(quoted(path) +
                             " is a directory, not a store file: pass the path of the .h5 store");
+    // HDF5 would block opening a FIFO until someone writes to it, and a device holds no store.
+    if (!fs::is_regular_file(status)) {
+        const char* kind = fs::is_fifo(status) ? "FIFO" : fs::is_socket(status) ? "socket" : "device";
+        throw FormatError(quoted(path) + " is a " + kind + ", not a store file: pass the path of the .h5 store");
+    }
     // HDF5 would turn an empty file opened for writing into an empty HDF5 file (no store).
     if (is_empty_file(path))
         throw FormatError(quoted(path) + " is an empty file, not a store: pass the path of a store "
@@ -656,6 +661,11 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
     if (failure.truncated)
         throw FormatError(quoted(path) + " is truncated or corrupt (HDF5 end-of-file mismatch): "
                           "restore it from a copy or rebuild it");
+    if (failure.marked_open)
+        throw LockedError("store " + quoted(path) +
+                          " is marked open for writing by an HDF5 program (an SWMR writer, or one that "
+                          "crashed): wait for it to finish; if none is running, clear the mark with "
+                          "h5clear -s " + quoted(path));
     if (failure.lock && !writable)
         throw LockedError("store " + quoted(path) +
                           " is being written by another process; wait for it to finish");

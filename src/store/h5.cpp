@@ -16,6 +16,7 @@ struct ErrorWalk {
     std::string innermost;
     bool lock = false;
     bool truncated = false;
+    bool marked_open = false;
     bool io = false;  // the file system refused a read/write/seek/truncate (disk full, EIO)
 };
 
@@ -53,6 +54,7 @@ herr_t walk_error(unsigned /*n*/, const H5E_error2_t* err, void* data) noexcept 
     // Word-level match: "superblock" must not count.
     for (const char* phrase : {"unable to lock", "lock file", "file is locked", "locked by"})
         if (lower.find(phrase) != std::string::npos) walk->lock = true;
+    if (lower.find("already open for write") != std::string::npos) walk->marked_open = true;
     return 0;
 }
 
@@ -81,7 +83,7 @@ void init() {
 
 Failure last_failure() {
     const ErrorWalk walk = walk_errors();
-    return {walk.innermost, walk.lock, walk.truncated};
+    return {walk.innermost, walk.lock, walk.truncated, walk.marked_open};
 }
 
 void fail(const std::string& what) {

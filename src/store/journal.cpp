@@ -811,8 +811,10 @@ std::optional<std::filesystem::path> find_journal(const std::filesystem::path& p
     if (fs::exists(own, ec)) return own;
     struct stat file_st {};
     std::uint32_t file_birth = 0;
+    // Not a store file (a FIFO would block the open below): no journal of its own.
+    if (::stat(path.c_str(), &file_st) != 0 || !S_ISREG(file_st.st_mode)) return std::nullopt;
     {
-        Descriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        Descriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
         if (!fd.valid() || ::fstat(fd.get(), &file_st) != 0) return std::nullopt;
         file_birth = birth_stamp(fd.get());
     }

@@ -742,6 +742,34 @@ class BadFiles(unittest.TestCase):
     def test_not_hdf5(self):
         self.check(self.text, EXIT_FORMAT, "not an HDF5 file")
 
+    def test_fifo_and_device(self):
+        # A FIFO would block HDF5's open until someone writes to it: refused at once.
+        fifo = os.path.join(self.tmp, "fifo.h5")
+        os.mkfifo(fifo)
+        try:
+            self.check(fifo, EXIT_FORMAT, f"'{fifo}' is a FIFO, not a store file")
+        finally:
+            os.remove(fifo)
+        self.check("/dev/null", EXIT_FORMAT, "'/dev/null' is a device, not a store file")
+
+    def test_marked_open_by_a_crashed_hdf5_writer(self):
+        # A version-3 superblock (libver='latest', as SWMR writers use) records that a writer
+        # has the file open; one killed before closing leaves the mark for good.
+        path = os.path.join(self.tmp, "marked.h5")
+        subprocess.run([sys.executable, "-c", "import h5py, os, sys\n"
+                        "with h5py.File(sys.argv[1], 'r') as src, h5py.File(sys.argv[2], 'w', libver='latest') as dst:\n"
+                        "    for name in src: src.copy(src[name], dst, name)\n"
+                        "    for k, v in src.attrs.items(): dst.attrs[k] = v\n"
+                        "f = h5py.File(sys.argv[2], 'r+', libver='latest')\n"
+                        "os._exit(0)\n", self.good, path], check=True)
+        try:
+            self.check(path, EXIT_LOCKED, f"is marked open for writing by an HDF5 program (an SWMR writer, or one "
+                       f"that crashed): wait for it to finish; if none is running, clear the mark with h5clear -s '{path}'")
+            subprocess.run(["h5clear", "-s", path], check=True)
+            self.assertEqual(run(path, "verify").returncode, 0)
+        finally:
+            os.remove(path)
+
     def test_hdf5_but_not_a_store(self):
         self.check(self.other, EXIT_FORMAT, "not an fstore store")
 

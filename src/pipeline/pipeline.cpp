@@ -231,6 +231,7 @@ private:
     void open_store();
     // `source`: the image data when the image stage runs (null otherwise).
     void check_identity(const ImageSource* source);
+    void write_prompt_attributes();
     void text_stage();
     void image_stage(std::unique_ptr<ImageSource> source);
     std::unique_ptr<ImageSource> open_source();
@@ -359,8 +360,15 @@ void BuildRun::check_identity(const ImageSource* source) {
         std::string list;
         if (!image_diffs.empty()) list = "image rows made with " + joined(image_diffs);
         if (!text_diffs.empty()) list += (list.empty() ? "" : "; ") + std::string("templates made with ") + joined(text_diffs);
-        throw MismatchError("store " + quoted(o_.h5_path) + " holds " + list +
-                            ": pass --no-resume to rebuild it with these inputs, or write to another --h5 path");
+        // The fix names the stage that differs: --no-resume alone would re-encode good rows too.
+        const std::string fix = image_diffs.empty()
+                                    ? "pass --run-text --no-resume to re-encode only the templates (the image rows "
+                                      "are kept), or write to another --h5 path"
+                                : text_diffs.empty() && o_.run_text
+                                    ? "pass --run-image --no-resume to re-encode only the image rows (the "
+                                      "templates are kept), or write to another --h5 path"
+                                    : "pass --no-resume to rebuild it with these inputs, or write to another --h5 path";
+        throw MismatchError("store " + quoted(o_.h5_path) + " holds " + list + ": " + fix);
     }
     if (o_.run_image && rows > 0 && !attribute_text(store, attr_image_model_sha)) {
         spdlog::warn("store {} records no model identity (written by another tool?): resuming it "
@@ -386,9 +394,20 @@ void BuildRun::check_identity(const ImageSource* source) {
     if (o_.run_text) {
         // Templates are written whole by the text stage; the ones of another model or prompt
         // set go first so that no template of theirs outlives the identity rewritten here.
+        // Templates that record no identity (the reference's) may be of any model or prompt
+        // set: they go too, or those the new set does not rewrite would pass for its own.
+        const bool unrecorded = has_templates && !attribute_text(store, attr_text_model_sha);
         for (const auto& e : text_identity) store.set_attribute(e.attribute, e.value);
+        // The vocabulary and logit scalars in the same commit as the identity: templates an
+        // interrupted text stage leaves are always the ones these attributes describe.
+        write_prompt_attributes();
         if (!text_diffs.empty()) {
             spdlog::info("--no-resume: dropping the template groups of another model or prompt set");
+            store.clear_templates();
+        } else if (unrecorded) {
+            spdlog::warn("store {} holds templates that record no model or prompt set (written by another "
+                         "tool?): encoding all of them again with this model and prompt set",
+                         o_.h5_path.string());
             store.clear_templates();
         }
     } else if (!text_diffs.empty()) {
@@ -456,10 +475,12 @@ void BuildRun::text_stage() {
         spdlog::info("text: kept {} templates stored earlier by this model and prompt set (--no-resume re-encodes them)",
                      summary_.templates_kept);
     }
-    if (summary_.interrupted) return;
+}
 
-    // Prompt vocabulary (Python json.dumps formatting, as the reference writes it) and the
-    // model's logit scalars as float64.
+// Prompt vocabulary (Python json.dumps formatting, as the reference writes it) and the
+// model's logit scalars as float64; committed by the caller.
+void BuildRun::write_prompt_attributes() {
+    FeatureStore& store = *store_;
     for (const auto& [name, value] : prompt_attributes(*prompts_)) store.set_attribute(name, value);
     const auto& s = model_->logit_scalars();
     const std::pair<const char*, const std::optional<double>*> scalars[] = {
@@ -471,8 +492,6 @@ void BuildRun::text_stage() {
     for (const auto& [name, value] : scalars) {
         if (*value) store.set_attribute(name, **value);
     }
-    store.commit();
-    spdlog::debug("text: prompt attributes committed");
 }
 
 // ---- image stage ------------------------------------------------------------------------

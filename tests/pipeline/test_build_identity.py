@@ -60,7 +60,9 @@ def main():
         # would hold templates of tiny-spm and image rows of tiny.
         p = t.run(t.build_cmd(h5, data, "--run-image"), check_rc=MISMATCH)
         assert "templates made with model '%s', not '%s'" % (spm, tiny) in p.stderr, p.stderr
-        assert "image rows" not in p.stderr, p.stderr
+        assert "image rows made" not in p.stderr, p.stderr
+        # The fix offered re-encodes only what differs: the templates, not the good rows.
+        assert "--run-text --no-resume to re-encode only the templates (the image rows are kept)" in p.stderr, p.stderr
 
         # 4. --run-image --no-resume with tiny-spm re-encodes every row: equal to a fresh
         #    tiny-spm store, one model throughout.
@@ -107,7 +109,70 @@ def main():
         assert "ALL image rows" in help_text, help_text
 
     check_npz_fingerprint()
+    check_templates_of_unknown_origin()
+    check_interrupted_text_stage_keeps_prompts_consistent()
     print("ok")
+
+
+SMALL_PROMPTS = {"label_texts": ["a", "b"], "label_templates": ["x {} y"], "concept_texts": ["c1", "c2", "c3"],
+                 "concept_templates": ["t {}", "u {}"]}
+
+
+def check_templates_of_unknown_origin():
+    """Templates without fstore's identity attributes (the reference writes none) may be of
+    any model or prompt set: a text run replaces all of them, so none that the new prompt
+    set does not rewrite survives under the identity it records."""
+    with tempfile.TemporaryDirectory(prefix="fstore-unknown-templates-") as tmp:
+        data = os.path.join(tmp, "data")
+        t.make_data(data, train=2, val=1, test=1, seed=3)
+        h5 = os.path.join(tmp, "s.h5")
+        t.run(t.build_cmd(h5, data, "--run-text"))
+        with h5py.File(h5, "a") as f:  # as the reference leaves it: 12 templates, no identity
+            for name in [n for n in f.attrs if n.startswith("fstore_text_") or n == "fstore_prompt_hash"]:
+                del f.attrs[name]
+        prompts = os.path.join(tmp, "small.json")
+        with open(prompts, "w") as f:
+            json.dump(SMALL_PROMPTS, f)
+        for extra in ([], ["--no-resume"]):
+            p = t.run(t.build_cmd(h5, data, "--run-text", "--prompts", prompts, "--json", *extra))
+            assert sorted(t.read(h5)["templates"]) == ["concept_prompts_t01", "concept_prompts_t02",
+                                                       "label_prompts_t01"], t.read(h5)["templates"].keys()
+            t.verify(h5)
+            if not extra:
+                assert "record no model or prompt set" in p.stderr, p.stderr
+                assert json.loads(p.stdout)["templates_kept"] == 0
+
+
+def check_interrupted_text_stage_keeps_prompts_consistent():
+    """A text run with new prompts interrupted after its first template: the prompt
+    attributes already describe the new set, so every template on disk matches them."""
+    import signal
+    import subprocess
+    with tempfile.TemporaryDirectory(prefix="fstore-text-interrupt-") as tmp:
+        data = os.path.join(tmp, "data")
+        t.make_data(data, train=2, val=1, test=1, seed=3)
+        h5 = os.path.join(tmp, "s.h5")
+        t.run(t.build_cmd(h5, data, "--run-text"))
+        prompts = os.path.join(tmp, "reversed.json")
+        with open(prompts, "w") as f:
+            json.dump(dict(SMALL_PROMPTS, concept_texts=SMALL_PROMPTS["concept_texts"][::-1]), f)
+        cmd = t.build_cmd(h5, data, "--run-text", "--no-resume", "--prompts", prompts, "--log-level", "debug")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, FSTORE_TEST_STEP_DELAY_MS="300"))
+        for line in proc.stderr:
+            if "text: template concept_prompts_t01 committed" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130, proc.returncode
+        store = t.read(h5)
+        assert json.loads(store["attrs"]["concept_texts"]) == ["c3", "c2", "c1"], store["attrs"]["concept_texts"]
+        assert json.loads(store["attrs"]["prompt_temp_for_concepts"]) == ["t {}", "u {}"]
+        assert store["templates"]["concept_prompts_t01"]["texts"] == ["t c3", "t c2", "t c1"]
+        t.verify(h5)
+        p = t.run([t.FSTORE_ACCESS, "--path", h5, "fetch", "--concept-list", "c1", "--json"])
+        assert json.loads(p.stdout)["templates"]["concept_prompts_t01"]["shape"][0] == 1, p.stdout
+        assert len(store["templates"]) < 3, store["templates"].keys()  # it was interrupted
 
 
 def rezip_reversed(path):

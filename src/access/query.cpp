@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <set>
 #include <system_error>
 
 #include "fstore/error.hpp"
 #include "fstore/half.hpp"
 #include "fstore/npy.hpp"
+#include "fstore/prompts.hpp"
 #include "h5_raw.hpp"  // also brings <hdf5.h>
 
 namespace fstore {
@@ -28,6 +30,36 @@ std::string join(const std::vector<std::string>& items, const std::string& separ
 bool starts_with(const std::string& text, const std::string& prefix) {
     return text.compare(0, prefix.size(), prefix) == 0;
 }
+
+// The texts each template of the store's prompt set holds, by id, expanded from the four
+// prompt attributes; nullopt when the store lacks them or they do not parse (a text stage
+// that never finished, another tool's store). A stored template whose texts differ, or
+// whose id is not among these, was left by an earlier prompt set: the reference rewrites
+// only the ids of the new set and keeps the rest.
+std::optional<std::map<std::string, std::vector<std::string>>> prompt_set_texts(const FeatureStore& store) {
+    const char* names[] = {"label_texts", "prompt_temp_for_labels", "concept_texts", "prompt_temp_for_concepts"};
+    std::string values[4];
+    for (std::size_t i = 0; i < 4; ++i) {
+        const auto value = store.attribute(names[i]);
+        if (!value || !std::holds_alternative<std::string>(*value)) return std::nullopt;
+        values[i] = std::get<std::string>(*value);
+    }
+    try {
+        const auto prompts = prompt_set_from_attributes(values[0], values[1], values[2], values[3], store.path().string());
+        std::map<std::string, std::vector<std::string>> texts;
+        for (auto& t : expand_templates(prompts)) texts[t.id] = std::move(t.texts);
+        return texts;
+    } catch (const Error&) {
+        return std::nullopt;  // e.g. a template without "{}"
+    }
+}
+
+// Whether template `id` is one of the prompt set's (stale ones are named so by verify).
+bool is_prompt_set_id(const std::string& id) {
+    return starts_with(id, "concept_prompts_t") || starts_with(id, "label_prompts_t");
+}
+
+constexpr const char* kRebuildTemplates = "`fstore build --run-text --no-resume` rebuilds the templates";
 
 // A whole decimal number ("3", "-12"). Values past the int64 range saturate at its limits
 // (strtoll's ERANGE result), so callers can still say "out of range". Leading spaces and
@@ -574,6 +606,7 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         }
     }
 
+    const auto expected_texts = concept_rows.empty() ? std::nullopt : prompt_set_texts(store);
     for (const auto& id : selected) {
         const auto info = store.template_info(id);
         if (request.token_features && !info.has_token_features) {
@@ -585,6 +618,16 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         if (request.token_features) fetched.shape.push_back(info.text_tokens);
         fetched.shape.push_back(info.dim);
         const bool pick_rows = !concept_rows.empty() && starts_with(id, "concept");
+        if (pick_rows && expected_texts) {
+            // Rows are picked by the concept's index in concept_texts: only right in a
+            // template made from that list.
+            const auto it = expected_texts->find(id);
+            if (it == expected_texts->end() || store.template_texts(id) != it->second) {
+                throw DataError("template '" + id + "' was not made from the store's concept_texts (left by an "
+                                "earlier prompt set?), so --concept-list cannot pick its rows: " +
+                                kRebuildTemplates + ", or fetch it without --concept-list");
+            }
+        }
         if (pick_rows) {
             for (const auto row : concept_rows) {
                 if (row >= info.rows) {
@@ -825,6 +868,7 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
     }
     report.checks.push_back("split_counts attribute equals the counts in /split");
 
+    const auto expected_texts = prompt_set_texts(store);
     for (const auto& id : store.template_ids()) {
         try {
             const auto info = store.template_info(id);
@@ -833,6 +877,18 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
             if (hash != info.texts_hash) {
                 report.findings.push_back("template '" + id + "': texts_hash " + info.texts_hash +
                                           " does not match its texts (" + hash + ")");
+            }
+            if (expected_texts) {
+                const auto expected = expected_texts->find(id);
+                if (expected == expected_texts->end() && is_prompt_set_id(id)) {
+                    report.findings.push_back("template '" + id + "' is not one of the prompt set's (its "
+                                              "prompt_temp_for_* attributes list fewer templates): left by an "
+                                              "earlier prompt set; " + std::string(kRebuildTemplates));
+                } else if (expected != expected_texts->end() && texts != expected->second) {
+                    report.findings.push_back("template '" + id + "' holds other texts than the store's prompt "
+                                              "attributes give: left by an earlier prompt set; " +
+                                              std::string(kRebuildTemplates));
+                }
             }
         } catch (const Error& e) {
             const std::string where = "template '" + id + "'";
@@ -843,6 +899,7 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
         }
     }
     report.checks.push_back("template texts_hash matches texts");
+    if (expected_texts) report.checks.push_back("templates hold the texts of the prompt attributes");
 }
 
 }  // namespace

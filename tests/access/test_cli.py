@@ -37,7 +37,7 @@ ROWS = {"train": 70, "val": 9, "test": 7}  # crosses the 64-row CLS chunk and 4-
 D, T = 8, 4
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_FORMAT, EXIT_LOCKED = 1, 2, 3, 4, 5
-EXIT_IO = 10
+EXIT_DATA, EXIT_IO = 7, 10
 HUGE = "99999999999999999999"  # past int64
 
 
@@ -396,6 +396,24 @@ class WritingCommands(unittest.TestCase):
                 out = os.path.join(self.tmp, kind + ".npz")
                 self.assertEqual(run(path, "fetch", "--template", tid, "--feature", feature, "--out", out).returncode, 0)
                 self.assertEqual(list(np.load(out)[tid].shape), want)
+
+    def test_concept_list_refuses_templates_of_an_earlier_prompt_set(self):
+        # Rows are picked by the concept's index in concept_texts: a template made from
+        # another list (the reference keeps them) would give another concept's rows.
+        for kind, stale in (("stale_template", "concept_prompts_t02"), ("stale_concepts", "concept_prompts_t01")):
+            with self.subTest(kind=kind):
+                path = os.path.join(self.tmp, kind + ".h5")
+                write_h5py_store(path)
+                ref.break_store(path, kind)
+                concept = json.loads(ref.read_store(path)["attrs"]["concept_texts"])[0]
+                p = run(path, "fetch", "--concept-list", concept, "--json")
+                self.assertEqual(p.returncode, EXIT_DATA, p.stdout + p.stderr)
+                self.assertEqual(p.stderr.strip().splitlines(), [
+                    f"fstore-access: error: template '{stale}' was not made from the store's concept_texts (left by "
+                    "an earlier prompt set?), so --concept-list cannot pick its rows: `fstore build --run-text "
+                    "--no-resume` rebuilds the templates, or fetch it without --concept-list"])
+                # Whole templates are still there to fetch.
+                self.assertEqual(run(path, "fetch", "--template", stale, "--json").returncode, 0)
 
     def test_entries_of_templates_that_are_not_templates(self):
         path = os.path.join(self.tmp, "odd_templates.h5")

@@ -734,6 +734,8 @@ TEST(Verify, ReportsEachBreakage) {
         {"split_counts", "split_counts"},   {"template_k", "attribute K=16"},
         {"template_t", "attribute T_txt=8"}, {"texts_hash", "texts_hash"},
         {"torn_tail", "are incomplete"},
+        {"stale_template", "template 'concept_prompts_t02' is not one of the prompt set's"},
+        {"stale_concepts", "template 'concept_prompts_t01' holds other texts than the store's prompt attributes"},
     };
     // One Python run writes a good store and a broken copy per kind.
     run_python(dir, "import shutil\nfrom fstore_ref import store\nd = '" + dir.path().string() +

@@ -242,6 +242,17 @@ def _break_texts_hash(f):
     _first_template(f).attrs["texts_hash"] = "0" * 64
 
 
+def _break_stale_template(f):
+    # What the reference leaves after a run with fewer concept templates: the prompt
+    # attributes name one, the group of the second is still there.
+    f.attrs["prompt_temp_for_concepts"] = json.dumps(json.loads(f.attrs["prompt_temp_for_concepts"])[:1])
+
+
+def _break_stale_concepts(f):
+    # ... and after a run with the concepts in another order: the groups hold the old rows.
+    f.attrs["concept_texts"] = json.dumps(json.loads(f.attrs["concept_texts"])[::-1])
+
+
 BREAKAGES = {
     "lengths": _break_lengths,            # labels one row shorter than the others
     "ids": _break_ids,                    # ids not 0..N-1
@@ -250,6 +261,8 @@ BREAKAGES = {
     "template_k": _break_template_k,      # K attribute != rows
     "template_t": _break_template_t,      # T_txt attribute != tokens
     "texts_hash": _break_texts_hash,      # hash does not match texts
+    "stale_template": _break_stale_template,  # a template of an earlier prompt set
+    "stale_concepts": _break_stale_concepts,  # templates of an earlier concept list
 }
 
 

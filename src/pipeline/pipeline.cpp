@@ -39,6 +39,8 @@ constexpr const char* attr_image_model_sha = "fstore_image_model_sha256";
 constexpr const char* attr_dataset = "fstore_dataset";
 constexpr const char* attr_image_size = "fstore_image_size";
 constexpr const char* attr_labels_sha = "fstore_labels_sha256";
+constexpr const char* attr_image_precision = "fstore_image_precision";
+constexpr const char* attr_images_dir = "fstore_images_dir";
 constexpr const char* attr_source_entries = "fstore_source_entries";
 constexpr const char* attr_npz_fingerprint = "fstore_npz_members_sha256";
 constexpr const char* attr_text_model_name = "fstore_text_model_name";
@@ -344,6 +346,9 @@ void BuildRun::check_identity(const ImageSource* source) {
                                   "labels CSV (SHA-256)"});
         image_identity.push_back({attr_npz_fingerprint, folder ? not_for_folder : source->fingerprint(),
                                   data_file_what.c_str()});
+        // fp16/bf16 inference moves features by more than the store's half-float rounding:
+        // one store, one precision.
+        image_identity.push_back({attr_image_precision, o_.precision, "precision"});
     }
     if (o_.run_text) {
         text_identity = text_model;
@@ -374,11 +379,24 @@ void BuildRun::check_identity(const ImageSource* source) {
         spdlog::warn("store {} records no model identity (written by another tool?): resuming it "
                      "assumes the same model, dataset and size", o_.h5_path.string());
     }
+    // A folder is known by its labels CSV: the images beside it are not hashed (that would
+    // mean reading them all). Another folder with the same CSV is worth a word, not a refusal:
+    // the same images moved elsewhere are the common case.
+    const std::string images_dir = folder ? fs::weakly_canonical(o_.images_dir).string() : not_for_npz;
+    if (o_.run_image && o_.resume && rows > 0 && folder) {
+        const auto recorded = attribute_text(store, attr_images_dir);
+        if (recorded && *recorded != images_dir) {
+            spdlog::warn("the {} image rows of {} were read from images in '{}'; this run reads '{}' with the same "
+                         "labels CSV: if those are other images, rerun with --no-resume",
+                         rows, o_.h5_path.string(), *recorded, images_dir);
+        }
+    }
 
     if (o_.run_image) {
         // The image identity describes the rows on disk: here they match it (or never recorded
         // one), or there are none, or --no-resume is about to discard them all.
         for (const auto& e : image_identity) store.set_attribute(e.attribute, e.value);
+        store.set_attribute(attr_images_dir, images_dir);
         if (rows == 0 || !o_.resume) store.set_json_attribute(attr_source_entries, nlohmann::json::object());
         if (rows > 0 && !o_.resume) {
             spdlog::warn("--no-resume: discarding all {} image rows of {} (every split, whatever --splits says)",

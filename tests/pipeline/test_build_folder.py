@@ -101,9 +101,22 @@ def main():
         assert "b4.png" in p.stderr and "b1.png" not in p.stderr, p.stderr
         t.verify(h5)
 
+        # The same CSV with images from another folder: resumed (moving a folder is common),
+        #    with one warning naming both folders.
+        moved = os.path.join(tmp, "moved")
+        import shutil
+        shutil.copytree(images, moved)
+        p = t.run(folder_cmd(h5, moved, csv))
+        warned = [line for line in p.stderr.splitlines() if "were read from images in" in line]
+        assert len(warned) == 1 and os.path.realpath(images) in warned[0] and os.path.realpath(moved) in warned[0], \
+            p.stderr
+        assert t.read(h5)["attrs"]["fstore_images_dir"] == os.path.realpath(moved)
+        p = t.run(folder_cmd(h5, moved, csv))
+        assert "were read from images in" not in p.stderr, p.stderr
+
         # 3. Resuming a complete store: rows handled before are neither decoded nor
         #    reported again.
-        p = t.run(folder_cmd(h5, images, csv))
+        p = t.run(folder_cmd(h5, moved, csv))
         summary = json.loads(p.stdout)
         assert summary["total_new"] == 0 and summary["skipped_images"] == 0, summary
         assert "b4.png" not in p.stderr, p.stderr

@@ -109,9 +109,32 @@ def main():
         assert "ALL image rows" in help_text, help_text
 
     check_npz_fingerprint()
+    check_precision_is_part_of_the_image_identity()
     check_templates_of_unknown_origin()
     check_interrupted_text_stage_keeps_prompts_consistent()
     print("ok")
+
+
+def check_precision_is_part_of_the_image_identity():
+    """Rows encoded at fp16/bf16 are not appended to rows encoded at fp32 (or the other way
+    round). A CPU runs fp32 only, so the store is made to say fp16 as a GPU run would."""
+    with tempfile.TemporaryDirectory(prefix="fstore-precision-") as tmp:
+        data = os.path.join(tmp, "data")
+        t.make_data(data, train=4, val=1, test=1, seed=5)
+        h5 = os.path.join(tmp, "s.h5")
+        t.run(t.build_cmd(h5, data, "--run-image", "--limit", "2"))
+        assert t.read(h5)["attrs"]["fstore_image_precision"] == "fp32"
+        with h5py.File(h5, "a") as f:
+            f.attrs["fstore_image_precision"] = "fp16"
+        before = t.read(h5)
+        p = t.run(t.build_cmd(h5, data, "--run-image"), check_rc=MISMATCH)
+        assert "image rows made with precision 'fp16', not 'fp32'" in p.stderr, p.stderr
+        t.compare_rows(t.read(h5), before, "rows after a refused resume at another precision", exact=True)
+        # A store from before the attribute (or from the reference) resumes and adopts it.
+        with h5py.File(h5, "a") as f:
+            del f.attrs["fstore_image_precision"]
+        t.run(t.build_cmd(h5, data, "--run-image"))
+        assert t.read(h5)["attrs"]["fstore_image_precision"] == "fp32"
 
 
 SMALL_PROMPTS = {"label_texts": ["a", "b"], "label_templates": ["x {} y"], "concept_texts": ["c1", "c2", "c3"],

@@ -63,7 +63,8 @@ int run_summarize(const Options& o) {
         print_json(fstore::to_json(summary));
         return 0;
     }
-    std::cout << "image_features: " << fstore::shape_text(summary.image_features_shape) << " float16\n";
+    std::cout << "image_features: " << fstore::shape_text(summary.image_features_shape) << ' '
+              << summary.image_features_dtype << '\n';
     std::cout << "first ids: [";
     for (std::size_t i = 0; i < summary.first_ids.size(); ++i) std::cout << (i ? ", " : "") << summary.first_ids[i];
     std::cout << "]\nsplit counts:";

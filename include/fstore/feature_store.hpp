@@ -156,6 +156,11 @@ public:
     // not an Array: use read_splits. Runs of contiguous indices are read as one hyperslab;
     // each column's chunk cache holds two chunks, so scattered rows decompress a chunk once.
     Array read_rows(Column column, const std::vector<std::int64_t>& rows) const;
+    // The dtype read_rows returns for `column`: i64 for ids and labels; for the features
+    // f16 when the file holds IEEE half floats (as the format says), else f32, so that a
+    // store written with float32 (or a 16-bit float of another layout, e.g. bfloat16) is
+    // read without losing precision instead of rounded to half. UsageError for split.
+    DType column_dtype(Column column) const;
     // Throws FormatError naming the fix when the file lacks the dataset of `column` and a
     // read cannot stand in for it (ids, labels and split can: see open). Only read-only
     // opens meet this; writable ones repair the column or refuse to open.

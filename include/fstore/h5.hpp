@@ -97,7 +97,8 @@ using Attribute = Handle<H5Aclose>;
 Datatype half_type();
 // Variable-length, null-terminated UTF-8 string (h5py string_dtype('utf-8')).
 Datatype utf8_string_type();
-// Whether `type` is a 2-byte float with half's field layout.
+// Whether `type` is a 2-byte float with IEEE half's field layout and exponent bias (not,
+// e.g., a bfloat16 that h5py users may define).
 bool is_half(hid_t type);
 
 // ---- objects --------------------------------------------------------------------------

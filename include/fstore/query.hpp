@@ -102,6 +102,7 @@ struct TreeNode {
 
 struct Summary {
     std::vector<std::int64_t> image_features_shape;  // (N, D)
+    std::string image_features_dtype = "float16";  // as stored ("float32", "bfloat16", ...)
     std::int64_t rows = 0;
     std::int64_t dim = 0;
     std::int64_t image_tokens = 0;

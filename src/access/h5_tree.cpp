@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "fstore/error.hpp"
+#include "fstore/h5.hpp"
 #include "h5_raw.hpp"
 
 namespace fstore::detail {
@@ -11,6 +12,12 @@ namespace {
 std::string type_name(hid_t type) {
     switch (H5Tget_class(type)) {
         case H5T_FLOAT:
+            // Any 2-byte float passes for "float16" by its size: name the others by layout.
+            if (H5Tget_size(type) == 2 && !h5::is_half(type)) {
+                std::size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+                H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize);
+                return esize == 8 && msize == 7 ? "bfloat16" : "float16 (non-IEEE layout)";
+            }
             return "float" + std::to_string(8 * H5Tget_size(type));
         case H5T_INTEGER:
             return std::string(H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") +

@@ -353,6 +353,9 @@ Summary summarize(const std::filesystem::path& path, std::int64_t max_templates)
         summary.attributes = store.attributes();
     }  // the store is closed before the file is walked a second time
     summary.tree = describe_file(path);
+    for (const auto& node : summary.tree.children) {
+        if (node.name == "image_features" && node.is_dataset) summary.image_features_dtype = node.dtype;
+    }
     return summary;
 }
 
@@ -363,6 +366,7 @@ nlohmann::ordered_json to_json(const Summary& summary) {
     for (const auto& [name, count] : summary.split_counts) split_counts[name] = count;
     return {{"rows", summary.rows},
             {"image_features_shape", summary.image_features_shape},
+            {"image_features_dtype", summary.image_features_dtype},
             {"D", summary.dim},
             {"T_img", summary.image_tokens},
             {"first_ids", summary.first_ids},
@@ -445,11 +449,12 @@ const char* feature_name(Feature feature) {
 BatchPlan plan_batch(const FeatureStore& store, const BatchRequest& request) {
     BatchPlan plan;
     switch (request.feature) {
-        case Feature::image: plan.column = Column::image_features; plan.dtype = DType::f16; break;
-        case Feature::patches: plan.column = Column::image_token_features; plan.dtype = DType::f16; break;
-        case Feature::label: plan.column = Column::labels; plan.dtype = DType::i64; break;
+        case Feature::image: plan.column = Column::image_features; break;
+        case Feature::patches: plan.column = Column::image_token_features; break;
+        case Feature::label: plan.column = Column::labels; break;
     }
     store.require_column(plan.column);
+    plan.dtype = store.column_dtype(plan.column);
     std::vector<std::int64_t> split_rows;
     std::string what = "the store";
     if (request.split == "all") {

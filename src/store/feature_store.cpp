@@ -934,6 +934,15 @@ void FeatureStore::require_column(Column column) const {
                       "(another --h5 path)");
 }
 
+DType FeatureStore::column_dtype(Column column) const {
+    const Impl& s = use(impl_);
+    if (column == Column::split) throw UsageError("the split column holds strings: use read_splits");
+    if (column == Column::ids || column == Column::labels) return DType::i64;
+    if (!s.has(column)) return DType::f16;  // require_column refuses reading it
+    const h5::Datatype type(H5Dget_type(s.column(column)), "cannot read the type of a feature dataset");
+    return h5::is_half(type) ? DType::f16 : DType::f32;
+}
+
 Array FeatureStore::read_rows(Column column, const std::vector<std::int64_t>& rows) const {
     Impl& s = use(impl_);
     if (column == Column::split)
@@ -942,7 +951,7 @@ Array FeatureStore::read_rows(Column column, const std::vector<std::int64_t>& ro
     require_column(column);
 
     Array out;
-    out.dtype = column == Column::ids || column == Column::labels ? DType::i64 : DType::f16;
+    out.dtype = column_dtype(column);
     out.shape = {static_cast<std::int64_t>(rows.size())};
     const auto per_row = row_shape(column, s.layout);
     for (hsize_t x : per_row) out.shape.push_back(static_cast<std::int64_t>(x));
@@ -963,7 +972,9 @@ Array FeatureStore::read_rows(Column column, const std::vector<std::int64_t>& ro
     const bool direct = unique == rows;  // sorted, no repeats: read straight into the output
 
     h5::Datatype half = h5::half_type();
-    const hid_t mem_type = out.dtype == DType::f16 ? half.get() : H5T_NATIVE_INT64;
+    const hid_t mem_type = out.dtype == DType::f16   ? half.get()
+                           : out.dtype == DType::f32 ? H5T_NATIVE_FLOAT
+                                                     : H5T_NATIVE_INT64;
     std::vector<std::uint8_t> scratch;
     std::uint8_t* target = out.bytes.data();
     if (!direct) {

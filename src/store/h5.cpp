@@ -127,7 +127,7 @@ bool is_half(hid_t type) {
     if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 2) return false;
     std::size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
     if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
-    return spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10;
+    return spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10 && H5Tget_ebias(type) == 15;
 }
 
 bool exists(hid_t loc, const std::string& name) {

@@ -207,8 +207,11 @@ void ChunkWriter::write_rows(hid_t dataset, hid_t mem_type, std::uint64_t start,
         shape[0] = rows;
         return h5::simple_space(shape);
     };
-    // Any other layout or filter pipeline: let HDF5 do it (correct for everything).
-    if (!whole_rows || !lzf_only(dataset) || H5Tget_size(mem_type) * row_elements != row_bytes) {
+    // Any other layout, filter pipeline or file type (raw chunks carry `mem_type`'s bytes;
+    // a float32 dataset needs HDF5's conversion): let HDF5 do it (correct for everything).
+    const h5::Datatype file_type(H5Dget_type(dataset), "cannot read a dataset's type");
+    if (!whole_rows || !lzf_only(dataset) || H5Tget_size(mem_type) * row_elements != row_bytes ||
+        H5Tequal(file_type, mem_type) <= 0) {
         h5::Dataspace file_space = h5::select_rows(dataset, start, count);
         h5::Dataspace mem_space = row_shape(count);
         h5::check_status(H5Dwrite(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data),

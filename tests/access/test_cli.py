@@ -397,6 +397,49 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(run(path, "fetch", "--template", tid, "--feature", feature, "--out", out).returncode, 0)
                 self.assertEqual(list(np.load(out)[tid].shape), want)
 
+    def test_features_stored_as_another_float_type_are_read_without_rounding(self):
+        # The format says IEEE float16; a float32 store (or one typed bfloat16 by hand) is
+        # read as float32, exactly, and named by its type in summarize and verify.
+        path = os.path.join(self.tmp, "f32.h5")
+        write_h5py_store(path)
+        with h5py.File(path, "a") as f:
+            values = f["image_features"][()].astype(np.float32) + np.float32(1e-4)  # not a half value
+            del f["image_features"]
+            f.create_dataset("image_features", data=values, maxshape=(None, values.shape[1]))
+        j = run_json(self, path, "batch", "--feature", "image", "--idx", "0:2")
+        self.assertEqual(j["dtype"], "float32")
+        self.assertEqual(np.array(j["data"], dtype=np.float32).tolist(), values[0:2].tolist())
+        self.assertEqual(run_json(self, path, "summarize")["image_features_dtype"], "float32")
+        p = run(path, "verify")
+        self.assertEqual(p.returncode, EXIT_FINDINGS)
+        self.assertIn("dataset /image_features has type float32, expected float16", p.stdout)
+
+        bf16 = os.path.join(self.tmp, "bf16.h5")
+        write_h5py_store(bf16)
+        with h5py.File(bf16, "a") as f:
+            n, d = f["image_features"].shape
+            bits = (np.arange(n * d, dtype=np.uint32).reshape(n, d) * 977 % 65536).astype(np.uint16)
+            del f["image_features"]
+            tid = h5py.h5t.IEEE_F32LE.copy()
+            tid.set_fields(15, 7, 8, 0, 7)
+            tid.set_size(2)
+            tid.set_ebias(127)
+            space = h5py.h5s.create_simple((n, d), (h5py.h5s.UNLIMITED, d))
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk((64, d))
+            ds = h5py.h5d.create(f.id, b"image_features", tid, space, dcpl)
+            ds.write(h5py.h5s.ALL, h5py.h5s.ALL, bits, mtype=tid)
+        decoded = (bits.astype(np.uint32) << 16).view(np.float32)
+        j = run_json(self, bf16, "batch", "--feature", "image", "--idx", "3")
+        self.assertEqual(j["dtype"], "float32")
+        got, want = np.array(j["data"], dtype=np.float32).reshape(-1), decoded[3]
+        finite = np.isfinite(want)
+        self.assertEqual(got[finite].tolist(), want[finite].tolist())
+        self.assertEqual(run_json(self, bf16, "summarize")["image_features_dtype"], "bfloat16")
+        p = run(bf16, "verify")
+        self.assertEqual(p.returncode, EXIT_FINDINGS)
+        self.assertIn("dataset /image_features has type bfloat16, expected float16", p.stdout)
+
     def test_concept_list_refuses_templates_of_an_earlier_prompt_set(self):
         # Rows are picked by the concept's index in concept_texts: a template made from
         # another list (the reference keeps them) would give another concept's rows.

@@ -719,6 +719,38 @@ TEST_F(StoreTest, CreatingInReadOnlyDirectoryIsAnIoError) {
     EXPECT_TRUE(fs::is_empty(read_only));
 }
 
+// A store whose /image_features an h5py user wrote as float32 (lzf, the format's chunks):
+// appends go through HDF5's conversion, not as raw half-float chunks, and reads return
+// float32 (nothing rounded to half on the way out).
+TEST_F(StoreTest, Float32FeaturesAreAppendedAndReadAsFloat32) {
+    { make_store(0, 0); }
+    {
+        auto file = raw_open();
+        ASSERT_GE(H5Ldelete(file, "image_features", H5P_DEFAULT), 0);
+        const hsize_t dims[2] = {0, D}, max[2] = {H5S_UNLIMITED, D}, chunk[2] = {64, D};
+        fstore::h5::Dataspace space(H5Screate_simple(2, dims, max), "space");
+        fstore::h5::PropList dcpl(H5Pcreate(H5P_DATASET_CREATE), "dcpl");
+        ASSERT_GE(H5Pset_chunk(dcpl, 2, chunk), 0);
+        fstore::lzf::add_to(dcpl);
+        fstore::h5::Dataset created(H5Dcreate2(file, "image_features", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl,
+                                               H5P_DEFAULT), "create");
+    }
+    {
+        auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+        store.append_batch(make_rows(0, 70, "train").batch());  // one whole chunk and a partial one
+        store.append_batch(make_rows(70, 3, "train").batch());
+    }
+    const auto store = FeatureStore::open(path_);
+    EXPECT_EQ(store.column_dtype(Column::image_features), fstore::DType::f32);
+    EXPECT_EQ(store.column_dtype(Column::image_token_features), fstore::DType::f16);
+    const auto a = store.read_rows(Column::image_features, {0, 63, 64, 72});
+    ASSERT_EQ(a.dtype, fstore::DType::f32);
+    const std::int64_t rows[] = {0, 63, 64, 72};
+    for (std::size_t i = 0; i < 4; ++i)
+        for (std::int64_t d = 0; d < D; ++d)
+            EXPECT_EQ(a.data<float>()[i * D + static_cast<std::size_t>(d)], cls_value(rows[i], d)) << rows[i];
+}
+
 // A writer killed while creating the store leaves `<store>.creating-PID` (no destructor
 // ran); the next creation removes it, and leaves a live writer's alone.
 TEST_F(StoreTest, CreationRemovesTemporariesOfKilledCreators) {

@@ -38,9 +38,15 @@ void configure_logging(const std::string& tool, const std::string& level);
 int run_guarded(const std::function<int()>& body);
 
 // One JSON document on one line (compact, for scripts); invalid UTF-8 in strings (file
-// names) is replaced instead of failing.
+// names) is replaced instead of failing, and json_number's markers print bare.
 std::string json_line(const nlohmann::json& value);
 std::string json_line(const nlohmann::ordered_json& value);
+
+// A double as JSON. NaN and ±infinity, which JSON lacks (nlohmann prints null), become
+// markers that json_line prints as NaN, Infinity and -Infinity: Python's json.dumps
+// spelling, which json.loads reads back. (A marker is a string starting with a NUL byte,
+// which no HDF5 string or file name holds.)
+nlohmann::json json_number(double value);
 
 namespace cli {
 

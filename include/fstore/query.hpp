@@ -189,7 +189,7 @@ void write_batch_npy(const FeatureStore& store, const BatchPlan& plan, const std
 std::string batch_json_line(const Array& array);
 
 // Nested JSON lists of an array's values (f16 converted exactly to double); a non-finite
-// value is the string "NaN", "Infinity" or "-Infinity".
+// value is json_number's marker (fstore/cli.hpp), which json_line prints bare.
 nlohmann::json array_values_json(const Array& array);
 
 // ---- fetch ------------------------------------------------------------------------------

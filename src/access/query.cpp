@@ -7,6 +7,7 @@
 #include <set>
 #include <system_error>
 
+#include "fstore/cli.hpp"
 #include "fstore/error.hpp"
 #include "fstore/half.hpp"
 #include "fstore/npy.hpp"
@@ -103,6 +104,7 @@ Array squeeze_first(Array array) {
 }
 
 nlohmann::json attribute_json(const AttributeValue& value) {
+    if (const double* number = std::get_if<double>(&value)) return json_number(*number);
     return std::visit([](const auto& v) { return nlohmann::json(v); }, value);
 }
 
@@ -119,11 +121,7 @@ void values_json(const Array& array, std::size_t axis, std::int64_t& offset, nlo
                 case DType::f32: value = static_cast<double>(array.data<float>()[offset]); break;
                 case DType::i64: list.emplace_back(array.data<std::int64_t>()[offset]); continue;
             }
-            if (std::isfinite(value)) {
-                list.emplace_back(value);
-            } else {  // nlohmann would print null: keep which one it was (see batch_json_line)
-                list.emplace_back(std::isnan(value) ? "NaN" : value > 0 ? "Infinity" : "-Infinity");
-            }
+            list.emplace_back(json_number(value));
         }
         return;
     }
@@ -520,22 +518,9 @@ nlohmann::json array_values_json(const Array& array) {
 }
 
 std::string batch_json_line(const Array& array) {
-    const auto dump = [](const nlohmann::json& value) {
-        return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    };
-    std::string data = dump(array_values_json(array));
-    // The data lists hold only numbers and the markers of non-finite values, so a marker
-    // string can only be one of those: print it bare, as Python's json.dumps does.
-    if (data.find('"') != std::string::npos) {
-        for (const char* word : {"NaN", "-Infinity", "Infinity"}) {
-            const std::string quoted_word = std::string("\"") + word + "\"";
-            for (auto at = data.find(quoted_word); at != std::string::npos; at = data.find(quoted_word, at)) {
-                data.replace(at, quoted_word.size(), word);
-            }
-        }
-    }
-    const nlohmann::json shape = array.shape;
-    return "{\"data\":" + data + ",\"dtype\":\"" + dtype_name(array.dtype) + "\",\"shape\":" + dump(shape) + "}";
+    // Keys in a fixed order (data, dtype, shape), written by hand around the data lists.
+    return "{\"data\":" + json_line(array_values_json(array)) + ",\"dtype\":\"" + dtype_name(array.dtype) +
+           "\",\"shape\":" + json_line(nlohmann::json(array.shape)) + "}";
 }
 
 // ---- fetch ------------------------------------------------------------------------------

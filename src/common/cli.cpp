@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -72,12 +73,36 @@ int run_guarded(const std::function<int()>& body) {
     }
 }
 
+namespace {
+const std::string nan_marker("\0NaN", 4), infinity_marker("\0Infinity", 9), minus_infinity_marker("\0-Infinity", 10);
+
+// The markers as nlohmann writes them ("\u0000NaN" in quotes) become bare words.
+std::string unmark_non_finite(std::string text) {
+    const std::string start = "\"\\u0000";
+    for (auto at = text.find(start); at != std::string::npos; at = text.find(start, at)) {
+        const auto end = text.find('"', at + 1);
+        const std::string word = text.substr(at + start.size(), end - at - start.size());
+        if (word == "NaN" || word == "Infinity" || word == "-Infinity") {
+            text.replace(at, end + 1 - at, word);
+        } else {
+            at = end;
+        }
+    }
+    return text;
+}
+}  // namespace
+
 std::string json_line(const nlohmann::json& value) {
-    return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return unmark_non_finite(value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 std::string json_line(const nlohmann::ordered_json& value) {
-    return value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    return unmark_non_finite(value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+}
+
+nlohmann::json json_number(double value) {
+    if (std::isfinite(value)) return value;
+    return std::isnan(value) ? nan_marker : value > 0 ? infinity_marker : minus_infinity_marker;
 }
 
 namespace cli {

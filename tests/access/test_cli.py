@@ -12,6 +12,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import resource
 import shutil
@@ -396,6 +397,18 @@ class WritingCommands(unittest.TestCase):
                 out = os.path.join(self.tmp, kind + ".npz")
                 self.assertEqual(run(path, "fetch", "--template", tid, "--feature", feature, "--out", out).returncode, 0)
                 self.assertEqual(list(np.load(out)[tid].shape), want)
+
+    def test_summarize_json_keeps_non_finite_attributes(self):
+        path = os.path.join(self.tmp, "nan.h5")
+        write_h5py_store(path)
+        with h5py.File(path, "a") as f:
+            f.attrs["logit_scale"] = float("nan")
+            f.attrs["logit_bias"] = float("-inf")
+            f.attrs["note"] = "NaN"
+        attrs = run_json(self, path, "summarize")["attributes"]
+        self.assertTrue(math.isnan(attrs["logit_scale"]), attrs)
+        self.assertEqual(attrs["logit_bias"], float("-inf"))
+        self.assertEqual(attrs["note"], "NaN")
 
     def test_features_stored_as_another_float_type_are_read_without_rounding(self):
         # The format says IEEE float16; a float32 store (or one typed bfloat16 by hand) is

@@ -1,6 +1,8 @@
 // The command-line conventions both tools share (fstore/cli.hpp), on a small app shaped like
 // theirs: a global option, subcommands, flags, integer options, an exclusion.
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -118,6 +120,16 @@ TEST(CliConventions, CommaListsKeepEmptyNamesForTheCommandToRefuse) {
     EXPECT_EQ(tool.splits, (std::vector<std::string>{"train", "", "val", ""}));
     ASSERT_EQ(tool.parse({"build", "--splits", ""}), std::nullopt) << tool.err;
     EXPECT_EQ(tool.splits, (std::vector<std::string>{""}));
+}
+
+TEST(JsonLine, NonFiniteNumbersPrintAsPythonWritesThem) {
+    const double inf = std::numeric_limits<double>::infinity();
+    nlohmann::json j = {{"a", fstore::json_number(std::nan(""))}, {"b", fstore::json_number(inf)},
+                        {"c", fstore::json_number(-inf)}, {"d", fstore::json_number(0.5)},
+                        {"e", "NaN"}, {"f", std::string("\0x", 2)}};
+    EXPECT_EQ(fstore::json_line(j), R"({"a":NaN,"b":Infinity,"c":-Infinity,"d":0.5,"e":"NaN","f":"\u0000x"})");
+    nlohmann::ordered_json o = {{"z", fstore::json_number(std::nan(""))}, {"list", {fstore::json_number(-inf), 1}}};
+    EXPECT_EQ(fstore::json_line(o), R"({"z":NaN,"list":[-Infinity,1]})");
 }
 
 TEST(CliConventions, IntegerOptionsSayTheirRangeWithoutHugeNumbers) {

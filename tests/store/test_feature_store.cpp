@@ -766,6 +766,37 @@ TEST_F(StoreTest, CreationRemovesTemporariesOfKilledCreators) {
     EXPECT_EQ(FeatureStore::open(path_).rows(), 0);
 }
 
+// A damaged compressed chunk: the error names the store, the dataset and the rows, not
+// only HDF5's "filter returned failure during read".
+TEST_F(StoreTest, DamagedChunkIsNamedWithItsRows) {
+    { make_store(40, 5); }
+    haddr_t address = 0;
+    hsize_t size = 0;
+    {
+        auto file = raw_open();
+        auto dset = fstore::h5::open_dataset(file, "image_features");
+        const hsize_t offset[2] = {0, 0};
+        unsigned mask = 1;
+        ASSERT_GE(H5Dget_chunk_info_by_coord(dset, offset, &mask, &address, &size), 0);
+        ASSERT_EQ(mask, 0u) << "chunk 0 is not compressed: nothing for the filter to fail on";
+    }
+    {
+        std::fstream f(path_, std::ios::in | std::ios::out | std::ios::binary);
+        // 0xff first: a back reference before the start of the output, which lzf refuses.
+        f.seekp(static_cast<std::streamoff>(address));
+        const std::string garbage(static_cast<std::size_t>(size), '\xff');
+        f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+    }
+    const auto store = FeatureStore::open(path_);
+    try {
+        store.read_rows(Column::image_features, {3, 4});
+        ADD_FAILURE() << "no error";
+    } catch (const fstore::FormatError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("store '" + path_.string() + "': cannot read rows 3..4 of /image_features ("));
+        EXPECT_THAT(e.what(), HasSubstr("the file is damaged there; restore it from a copy, or rebuild the store"));
+    }
+}
+
 // A store cut short (a partial copy, a full disk under another tool) is named truncated or
 // corrupt (exit 4), without HDF5's "eof = ..., sblock->base_addr = ..." values.
 TEST_F(StoreTest, TruncatedStoreSaysSoWithoutHdf5Internals) {

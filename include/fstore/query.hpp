@@ -87,12 +87,16 @@ std::vector<std::int64_t> resolve_selection(const IndexSelection& selection, std
 
 // ---- summarize --------------------------------------------------------------------------
 
-// One node of the file tree drawing: a group (with children) or a dataset.
+// One node of the file tree drawing: a group (with children), a dataset, a named
+// datatype, or a link that is not followed (soft or external, as h5py's visit skips them,
+// or an object that cannot be opened).
 struct TreeNode {
+    enum class Kind { group, dataset, datatype, link };
     std::string name;  // "/" for the root, else the link name
-    bool is_dataset = false;
+    Kind kind = Kind::group;
     std::vector<std::int64_t> shape;  // datasets
     std::string dtype;                // datasets: numpy-like ("float16", "int64", "str", ...)
+    std::string link;                 // links: "soft link to /x", "external link to f.h5:/x", ...
     std::vector<std::string> attributes;  // attribute names, sorted
     std::vector<TreeNode> children;       // groups, in name order (as h5py lists them)
     // A group met again through another hard link (links can form cycles): the path where

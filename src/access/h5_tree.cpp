@@ -81,15 +81,38 @@ using SeenGroups = std::map<haddr_t, std::string>;
 TreeNode describe_object(hid_t parent, const std::string& name, const std::string& path, SeenGroups& seen) {
     TreeNode node;
     node.name = name;
+    // Soft and external links are drawn as what they say, not followed: h5py's visit
+    // skips them too, and an external one would lead into another file.
+    H5L_info_t link{};
+    if (H5Lget_info(parent, name.c_str(), &link, H5P_DEFAULT) >= 0 && link.type != H5L_TYPE_HARD) {
+        node.kind = TreeNode::Kind::link;
+        std::vector<char> value(link.u.val_size + 1, '\0');
+        const bool read = H5Lget_val(parent, name.c_str(), value.data(), link.u.val_size, H5P_DEFAULT) >= 0;
+        const char* file = nullptr;
+        const char* target = nullptr;
+        if (!read) {
+            node.link = "unreadable link";
+        } else if (link.type == H5L_TYPE_SOFT) {
+            node.link = "soft link to " + std::string(value.data());
+            if (H5Oexists_by_name(parent, name.c_str(), H5P_DEFAULT) <= 0) node.link += " (dangling)";
+        } else if (link.type == H5L_TYPE_EXTERNAL &&
+                   H5Lunpack_elink_val(value.data(), link.u.val_size, nullptr, &file, &target) >= 0) {
+            node.link = "external link to " + std::string(file) + ":" + target;
+        } else {
+            node.link = "user-defined link";
+        }
+        return node;
+    }
     H5Handle object(H5Oopen(parent, name.c_str(), H5P_DEFAULT), H5Oclose);
     if (!object) {
-        node.dtype = "unreadable";
+        node.kind = TreeNode::Kind::link;
+        node.link = "unreadable object";
         return node;
     }
     node.attributes = attribute_names(object.get());
     const H5I_type_t kind = H5Iget_type(object.get());
     if (kind == H5I_DATASET) {
-        node.is_dataset = true;
+        node.kind = TreeNode::Kind::dataset;
         auto info = describe_dataset(object.get());
         node.shape = std::move(info.dims);
         node.dtype = std::move(info.dtype);
@@ -108,7 +131,7 @@ TreeNode describe_object(hid_t parent, const std::string& name, const std::strin
                 describe_object(object.get(), child, (path == "/" ? "/" : path + "/") + child, seen));
         }
     } else {
-        node.dtype = "datatype";
+        node.kind = TreeNode::Kind::datatype;
     }
     return node;
 }

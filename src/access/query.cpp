@@ -136,11 +136,14 @@ void render_node(const TreeNode& node, const std::string& prefix, bool last, std
     out += prefix;
     out += last ? "└── " : "├── ";
     out += node.name;
-    if (node.is_dataset) {
-        out += "  " + shape_text(node.shape) + " " + node.dtype;
-    } else {
-        out += "/";
-        if (!node.same_as.empty()) out += "  (hard link to " + node.same_as + ")";
+    switch (node.kind) {
+        case TreeNode::Kind::dataset: out += "  " + shape_text(node.shape) + " " + node.dtype; break;
+        case TreeNode::Kind::datatype: out += "  (named datatype)"; break;
+        case TreeNode::Kind::link: out += "  -> " + node.link; break;
+        case TreeNode::Kind::group:
+            out += "/";
+            if (!node.same_as.empty()) out += "  (hard link to " + node.same_as + ")";
+            break;
     }
     if (!node.attributes.empty()) out += "  [attrs: " + join(node.attributes) + "]";
     out += "\n";
@@ -152,14 +155,25 @@ void render_node(const TreeNode& node, const std::string& prefix, bool last, std
 
 nlohmann::json tree_json(const TreeNode& node) {
     nlohmann::json out = {{"name", node.name}, {"attributes", node.attributes}};
-    if (node.is_dataset) {
-        out["shape"] = node.shape;
-        out["dtype"] = node.dtype;
-    } else {
-        if (!node.same_as.empty()) out["same_as"] = node.same_as;
-        auto children = nlohmann::json::array();
-        for (const auto& child : node.children) children.push_back(tree_json(child));
-        out["children"] = std::move(children);
+    switch (node.kind) {
+        case TreeNode::Kind::dataset:
+            out["kind"] = "dataset";
+            out["shape"] = node.shape;
+            out["dtype"] = node.dtype;
+            break;
+        case TreeNode::Kind::datatype: out["kind"] = "datatype"; break;
+        case TreeNode::Kind::link:
+            out["kind"] = "link";
+            out["link"] = node.link;
+            break;
+        case TreeNode::Kind::group: {
+            out["kind"] = "group";
+            if (!node.same_as.empty()) out["same_as"] = node.same_as;
+            auto children = nlohmann::json::array();
+            for (const auto& child : node.children) children.push_back(tree_json(child));
+            out["children"] = std::move(children);
+            break;
+        }
     }
     return out;
 }
@@ -352,7 +366,7 @@ Summary summarize(const std::filesystem::path& path, std::int64_t max_templates)
     }  // the store is closed before the file is walked a second time
     summary.tree = describe_file(path);
     for (const auto& node : summary.tree.children) {
-        if (node.name == "image_features" && node.is_dataset) summary.image_features_dtype = node.dtype;
+        if (node.name == "image_features" && node.kind == TreeNode::Kind::dataset) summary.image_features_dtype = node.dtype;
     }
     return summary;
 }

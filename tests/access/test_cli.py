@@ -398,6 +398,22 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(run(path, "fetch", "--template", tid, "--feature", feature, "--out", out).returncode, 0)
                 self.assertEqual(list(np.load(out)[tid].shape), want)
 
+    def test_summarize_draws_links_and_named_types_as_what_they_are(self):
+        path = os.path.join(self.tmp, "links.h5")
+        write_h5py_store(path)
+        with h5py.File(path, "a") as f:
+            f["extra/soft"] = h5py.SoftLink("/ids")
+            f["extra/ext"] = h5py.ExternalLink("other.h5", "/x")
+            f["extra/named_type"] = np.dtype("f4")
+        text = run(path, "summarize").stdout
+        for line in ("soft  -> soft link to /ids", "ext  -> external link to other.h5:/x",
+                     "named_type  (named datatype)"):
+            self.assertIn(line, text)
+        extra = next(c for c in run_json(self, path, "summarize")["tree"]["children"] if c["name"] == "extra")
+        kinds = {c["name"]: c["kind"] for c in extra["children"]}
+        self.assertEqual(kinds, {"ext": "link", "named_type": "datatype", "soft": "link"})
+        self.assertEqual(run(path, "verify").returncode, 0)
+
     def test_summarize_json_keeps_non_finite_attributes(self):
         path = os.path.join(self.tmp, "nan.h5")
         write_h5py_store(path)
@@ -489,6 +505,11 @@ class WritingCommands(unittest.TestCase):
         s = run(path, "summarize", timeout=30)
         self.assertEqual(s.returncode, 0, s.stderr)
         self.assertIn("loop/  (hard link to /)", s.stdout)
+        self.assertIn("dangling  -> soft link to /nowhere (dangling)", s.stdout)
+        tree = run_json(self, path, "summarize")["tree"]
+        templates = next(c for c in tree["children"] if c["name"] == "templates")
+        dangling = next(c for c in templates["children"] if c["name"] == "dangling")
+        self.assertEqual((dangling["kind"], dangling["link"]), ("link", "soft link to /nowhere (dangling)"))
         v = run(path, "verify", "--json")
         self.assertEqual(v.returncode, EXIT_FINDINGS)
         findings = json.loads(v.stdout)["findings"]

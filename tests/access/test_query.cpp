@@ -263,7 +263,7 @@ TEST(Tree, DrawsConnectorsShapesAndAttributes) {
     root.attributes = {"D", "T_img"};
     fstore::TreeNode a;
     a.name = "image_features";
-    a.is_dataset = true;
+    a.kind = fstore::TreeNode::Kind::dataset;
     a.shape = {10, 8};
     a.dtype = "float16";
     fstore::TreeNode group;
@@ -273,7 +273,7 @@ TEST(Tree, DrawsConnectorsShapesAndAttributes) {
     t.attributes = {"K"};
     fstore::TreeNode texts;
     texts.name = "texts";
-    texts.is_dataset = true;
+    texts.kind = fstore::TreeNode::Kind::dataset;
     texts.shape = {15};
     texts.dtype = "str";
     t.children = {texts};

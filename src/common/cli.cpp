@@ -174,8 +174,26 @@ std::string unexpected(const std::vector<std::string>& arguments) {
 // What a parse error says, in fstore's words where CLI11's are unclear.
 std::string what_went_wrong(const CLI::App& app, const CLI::App& selected, const CLI::Error& error) {
     std::string what = error.what();
-    if (dynamic_cast<const CLI::ExtrasError*>(&error) != nullptr && !app.remaining(true).empty())
+    if (dynamic_cast<const CLI::ExtrasError*>(&error) != nullptr && !app.remaining(true).empty()) {
+        // An option of the subcommand typed before it (`tool --json sub`): it would have been
+        // taken had it come after, so say where it goes.
+        std::vector<std::string> misplaced;
+        bool all_misplaced = &selected != &app;
+        for (const auto& argument : app.remaining(true)) {
+            if (argument.size() < 2 || argument[0] != '-') continue;
+            const std::string name = argument.substr(0, argument.find('='));
+            if (selected.get_option_no_throw(name) == nullptr) all_misplaced = false;
+            misplaced.push_back(name);
+        }
+        if (all_misplaced && !misplaced.empty()) {
+            std::string names;
+            for (const auto& name : misplaced) names += (names.empty() ? "" : ", ") + name;
+            return names + (misplaced.size() == 1 ? " is an option" : " are options") + " of '" +
+                   selected.get_name() + "', not of " + app.get_name() + ": put " +
+                   (misplaced.size() == 1 ? "it" : "them") + " after '" + selected.get_name() + "'";
+        }
         return unexpected(app.remaining(true));
+    }
     if (dynamic_cast<const CLI::ExcludesError*>(&error) != nullptr) {
         // CLI11: "--run-text excludes --skip-text".
         const std::string separator = " excludes ";

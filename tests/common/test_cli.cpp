@@ -79,6 +79,18 @@ TEST(CliConventions, UsageErrorIsOneLineNamingTheSubcommandsHelp) {
               "tool: error: the following arguments were not expected: --a --b (see tool build --help)");
 }
 
+TEST(CliConventions, SubcommandOptionBeforeItsSubcommandSaysWhereItGoes) {
+    EXPECT_EQ(Tool().usage_error({"--json", "build"}),
+              "tool: error: --json is an option of 'build', not of tool: put it after 'build' "
+              "(see tool build --help)");
+    EXPECT_EQ(Tool().usage_error({"--json", "--size=28", "build"}),
+              "tool: error: --json, --size are options of 'build', not of tool: put them after 'build' "
+              "(see tool build --help)");
+    // Not an option of the subcommand either: the plain message.
+    EXPECT_EQ(Tool().usage_error({"--bogus", "build"}),
+              "tool: error: the following argument was not expected: --bogus (see tool build --help)");
+}
+
 TEST(CliConventions, UnknownOrMissingSubcommandListsTheSubcommands) {
     EXPECT_EQ(Tool().usage_error({"bogus"}),
               "tool: error: unknown subcommand 'bogus': use one of build, fetch (see tool --help)");

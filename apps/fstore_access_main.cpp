@@ -89,6 +89,8 @@ int run_templates(const Options& o) {
 int run_sample(const Options& o) {
     const auto index = fstore::parse_index(o.index, "index");
     if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npz);
+    if (o.out) fstore::npy::check_not_beside_json(*o.out, o.json);
+    const bool quiet = o.out && fstore::npy::is_standard_output(*o.out);  // stdout holds the .npz
     const auto store = fstore::FeatureStore::open(o.path);
     const auto result = fstore::sample(store, index, o.out.has_value());
     if (o.out) {
@@ -97,7 +99,7 @@ int run_sample(const Options& o) {
     }
     if (o.json) {
         print_json(fstore::to_json(result));
-    } else {
+    } else if (!quiet) {
         std::cout << "index " << result.index << ": id " << result.id << ", label " << result.label << ", split "
                   << result.split << "\nimage_feature: " << fstore::shape_text(result.image_feature_shape)
                   << "\nimage_token_feature: " << fstore::shape_text(result.image_token_feature_shape) << '\n';
@@ -112,6 +114,7 @@ int run_batch(const Options& o) {
     request.feature = fstore::parse_feature(o.feature);
     request.selection = fstore::parse_index_selection(o.idx);
     if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npy);
+    if (o.out) fstore::npy::check_not_beside_json(*o.out, o.json);
     const auto store = fstore::FeatureStore::open(o.path);
     const auto plan = fstore::plan_batch(store, request);
     if (o.json) {
@@ -121,6 +124,7 @@ int run_batch(const Options& o) {
         return 0;
     }
     if (o.out) fstore::write_batch_npy(store, plan, *o.out);
+    if (o.out && fstore::npy::is_standard_output(*o.out)) return 0;  // stdout holds the .npy
     std::cout << fstore::feature_name(request.feature) << " rows of " << (o.split == "all" ? "all splits" : "split '" + o.split + "'")
               << ": shape " << fstore::shape_text(plan.shape) << ' ' << fstore::dtype_name(plan.dtype) << '\n';
     if (o.out) std::cout << "wrote " << *o.out << '\n';
@@ -129,6 +133,8 @@ int run_batch(const Options& o) {
 
 int run_fetch(const Options& o) {
     if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npz);
+    if (o.out) fstore::npy::check_not_beside_json(*o.out, o.json);
+    const bool quiet = o.out && fstore::npy::is_standard_output(*o.out);  // stdout holds the .npz
     const auto store = fstore::FeatureStore::open(o.path);
     fstore::FetchRequest request;
     request.template_ids = o.template_ids;
@@ -149,6 +155,7 @@ int run_fetch(const Options& o) {
         print_json(fstore::to_json(result));
         return 0;
     }
+    if (quiet) return 0;
     for (const auto& t : result.templates) std::cout << t.id << ": " << fstore::shape_text(t.shape) << " float32\n";
     if (result.templates.empty()) std::cout << "no templates stored\n";
     if (o.out) std::cout << "wrote " << *o.out << '\n';

@@ -46,6 +46,13 @@ enum class FileFormat { npy, npz };
 // its directory does not exist). Opens and creates nothing.
 void check_output_path(const std::filesystem::path& path, FileFormat format);
 
+// Whether --out `path` is where this process's standard output goes (/dev/stdout,
+// /proc/self/fd/1, or the very file stdout is redirected to). The tools then print nothing
+// else on stdout, which would end up inside the array file, and refuse --json.
+bool is_standard_output(const std::filesystem::path& path);
+// UsageError naming both when `path` is standard output and `json` is set.
+void check_not_beside_json(const std::filesystem::path& path, bool json);
+
 // One output file, written as described at the top of this header. Not copyable.
 class OutputFile {
 public:

@@ -181,6 +181,18 @@ ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::s
 
 void check_output_path(const std::filesystem::path& path, FileFormat format) { resolve(path, format); }
 
+bool is_standard_output(const std::filesystem::path& path) {
+    struct stat out {}, target {};
+    return ::fstat(STDOUT_FILENO, &out) == 0 && ::stat(path.c_str(), &target) == 0 && out.st_dev == target.st_dev &&
+           out.st_ino == target.st_ino;
+}
+
+void check_not_beside_json(const std::filesystem::path& path, bool json) {
+    if (json && is_standard_output(path))
+        throw UsageError("--out " + quoted(path) + " is standard output, where --json prints too: give --out a "
+                         "file, or drop --json");
+}
+
 OutputFile::OutputFile(const std::filesystem::path& path, FileFormat format) : path_(path) {
     const auto destination = resolve(path, format);
     target_ = destination.target;

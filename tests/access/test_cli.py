@@ -21,6 +21,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import zipfile
 import threading
 import unittest
 
@@ -741,7 +742,22 @@ class OutTargets(unittest.TestCase):
             p = run(self.path, "batch", "--idx", "0:3", "--out", out, text=False)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertTrue(np.array_equal(np.load(io.BytesIO(p.stdout)), self.stored["image_features"][0:3]))
+            # Nothing but the array: no "wrote ..." line after it.
+            self.assertEqual(len(p.stdout), 128 + 3 * self.stored["image_features"].shape[1] * 2)
         self.assertEqual(os.readlink(stdout_link), "/proc/self/fd/1")
+        for args in (["sample", "1"], ["fetch"]):
+            p = run(self.path, *args, "--out", stdout_link, text=False)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with zipfile.ZipFile(io.BytesIO(p.stdout)) as archive:
+                self.assertIsNone(archive.testzip())
+            # Nothing after the archive (zipfile itself would read past a "wrote ..." line):
+            # the end-of-central-directory record (22 bytes, no comment) ends the output.
+            self.assertEqual(p.stdout.rfind(b"PK\x05\x06"), len(p.stdout) - 22, args)
+            # --json would print into the archive: refused before anything is written.
+            p = run(self.path, *args, "--out", stdout_link, "--json")
+            self.assertEqual(p.returncode, EXIT_USAGE, p.stderr)
+            self.assertEqual(p.stdout, "")
+            self.assertIn("is standard output, where --json prints too: give --out a file, or drop --json", p.stderr)
 
     def test_write_error_on_a_device_fails(self):
         # A private node of /dev/full's device (1, 7): a wrong writer could only replace this

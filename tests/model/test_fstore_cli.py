@@ -3,6 +3,7 @@
 fstore's text/image CLS and token outputs equal the same archive run from Python
 (torch.jit.load + fstore_ref tokenization + PIL preprocessing) to 1e-5 in fp32."""
 import hashlib
+import io
 import json
 import os
 import resource
@@ -148,11 +149,21 @@ with tempfile.TemporaryDirectory() as tmp:
             (["embed", "--model", tiny, "--text", "a", "--out", ""], 2, "--out needs a file name"),
             (["embed", "--model", tiny, "--text", "a", "--out", os.path.join(tmp, "e.npy")], 2, "must end in .npz"),
             (["embed", "--model", tiny, "--text", "a", "--out", os.path.join(tmp, "no", "e.npz")], 3, "does not exist"),
+            # The archive goes to stdout: the JSON would land inside it.
+            (["embed", "--model", tiny, "--text", "a", "--json", "--out", "/proc/self/fd/1"], 2,
+             "is standard output, where --json prints too"),
     ):
         r = run(*args)
         lines = r.stderr.strip().splitlines()
         check(r.returncode == code and len(lines) == 1 and text in r.stderr,
               f"{' '.join(args[:1] + args[-2:])}: exit {r.returncode} (want {code}), stderr {lines}")
+
+    # --out to stdout: the archive alone, nothing printed after it.
+    r = subprocess.run([fstore, "embed", "--model", tiny, "--text", "a", "--out", "/proc/self/fd/1"],
+                       capture_output=True, timeout=120)
+    check(r.returncode == 0 and r.stdout.rfind(b"PK\x05\x06") == len(r.stdout) - 22
+          and zipfile.ZipFile(io.BytesIO(r.stdout)).namelist()[0] == "input_ids.npy",
+          f"embed --out /proc/self/fd/1 writes only the archive: exit {r.returncode}, tail {r.stdout[-40:]!r}")
 
     # A full disk (here: a file-size limit) is an I/O error (10), not a data error (7).
     full = os.path.join(tmp, "full.npz")

@@ -56,6 +56,19 @@ def main():
         p = t.run(t.build_cmd(h5, data, "--prompts", os.path.join(tmp, "missing.json")), check_rc=NOT_FOUND)
         one_line_error(p, "missing.json")
 
+        # An extra key is read past with a warning: on stderr, as a log line of the tool, never
+        # inside the --json on stdout; --log-level off silences it.
+        extra = os.path.join(tmp, "extra.json")
+        with open(extra, "w") as f:
+            json.dump({"label_texts": ["a"], "label_templates": ["{}"], "concept_texts": ["b"],
+                       "concept_templates": ["{} x"], "_comment": "mine"}, f)
+        p = t.run(t.build_cmd(os.path.join(tmp, "extra.h5"), data, "--run-text", "--prompts", extra, "--json"))
+        assert len(p.stdout.splitlines()) == 1 and json.loads(p.stdout)["templates"], p.stdout
+        assert "fstore: warning: prompts '%s': ignoring key \"_comment\"" % extra in p.stderr, p.stderr
+        p = t.run(t.build_cmd(os.path.join(tmp, "extra.h5"), data, "--run-text", "--prompts", extra, "--json",
+                              "--log-level", "off"))
+        assert p.stderr == "" and json.loads(p.stdout), (p.stdout, p.stderr)
+
         for extra, needle in ((["--size", "100"], "--size 100"), (["--batch-size", "0"], "--batch-size"),
                               (["--splits", "train,holdout"], "holdout"), (["--images", tmp], "--labels"),
                               (["--skip-text", "--skip-image"], "nothing to do")):

@@ -41,6 +41,7 @@ struct Failure {
     // The superblock (version 3) says a writer has the file open: a live SWMR writer, or
     // one that crashed without closing it (h5clear -s clears the mark).
     bool marked_open = false;
+    bool io = false;  // the file system refused a read/write/seek (see errno for why)
 };
 Failure last_failure();
 

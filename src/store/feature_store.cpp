@@ -212,7 +212,9 @@ void read_rows_into(hid_t dataset, hid_t mem_type, hsize_t start, hsize_t count,
     h5::Dataspace file_space = h5::select_rows(dataset, start, count);
     h5::Dataspace mem_space = h5::simple_space(mem_shape);
     if (H5Dread(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data) >= 0) return;
-    // A chunk that fails to decompress (or to be read) is damage at a place: name it.
+    // A chunk that fails to decompress is damage at a place: name it. One the disk fails to
+    // read is not damage (yet): an I/O error, as h5::fail says it.
+    const int error = errno;
     const h5::Failure failure = h5::last_failure();
     char file_name[4096] = "", object_name[1024] = "";
     H5Fget_name(dataset, file_name, sizeof file_name);
@@ -221,6 +223,8 @@ void read_rows_into(hid_t dataset, hid_t mem_type, hsize_t start, hsize_t count,
                                         : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
     const std::string what = "store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name +
                              (failure.reason.empty() ? "" : " (" + failure.reason + ")");
+    if (failure.io && (error == EIO || error == ENXIO || error == ESTALE))
+        throw IoError(what + ": the disk failed to read it; check the disk and the file system, then retry");
     throw FormatError(what + ": the file is damaged there; restore it from a copy, or rebuild the store");
 }
 

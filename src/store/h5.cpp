@@ -83,7 +83,7 @@ void init() {
 
 Failure last_failure() {
     const ErrorWalk walk = walk_errors();
-    return {walk.innermost, walk.lock, walk.truncated, walk.marked_open};
+    return {walk.innermost, walk.lock, walk.truncated, walk.marked_open, walk.io};
 }
 
 void fail(const std::string& what) {

@@ -183,6 +183,7 @@ public:
     Array read_template(const std::string& id, bool token_features) const;  // f32
     void write_template(const std::string& id, const TemplateRecord& record);  // replaces whole
     void clear_templates();  // deletes every group, recreates an empty templates/
+    void remove_templates(const std::vector<std::string>& ids);  // those groups, one commit
 
     // ---- root attributes --------------------------------------------------------------
     std::map<std::string, AttributeValue> attributes() const;

@@ -55,11 +55,6 @@ std::optional<std::map<std::string, std::vector<std::string>>> prompt_set_texts(
     }
 }
 
-// Whether template `id` is one of the prompt set's (stale ones are named so by verify).
-bool is_prompt_set_id(const std::string& id) {
-    return starts_with(id, "concept_prompts_t") || starts_with(id, "label_prompts_t");
-}
-
 constexpr const char* kRebuildTemplates = "`fstore build --run-text --no-resume` rebuilds the templates";
 
 // A whole decimal number ("3", "-12"). Values past the int64 range saturate at its limits
@@ -884,7 +879,7 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
             }
             if (expected_texts) {
                 const auto expected = expected_texts->find(id);
-                if (expected == expected_texts->end() && is_prompt_set_id(id)) {
+                if (expected == expected_texts->end() && is_prompt_template_id(id)) {
                     report.findings.push_back("template '" + id + "' is not one of the prompt set's (its "
                                               "prompt_temp_for_* attributes list fewer templates): left by an "
                                               "earlier prompt set; " + std::string(kRebuildTemplates));

@@ -412,21 +412,25 @@ void BuildRun::check_identity(const ImageSource* source) {
     if (o_.run_text) {
         // Templates are written whole by the text stage; the ones of another model or prompt
         // set go first so that no template of theirs outlives the identity rewritten here.
-        // Templates that record no identity (the reference's) may be of any model or prompt
-        // set: they go too, or those the new set does not rewrite would pass for its own.
-        const bool unrecorded = has_templates && !attribute_text(store, attr_text_model_sha);
+        // Prompt-set templates that record no identity (the reference's) may be of any model
+        // or prompt set: they go too, or those the new set does not rewrite would pass for
+        // its own. Groups under other names are someone's own: kept.
+        std::vector<std::string> prompt_templates;
+        for (const auto& id : store.template_ids())
+            if (is_prompt_template_id(id)) prompt_templates.push_back(id);
+        const bool unrecorded = !prompt_templates.empty() && !attribute_text(store, attr_text_model_sha);
         for (const auto& e : text_identity) store.set_attribute(e.attribute, e.value);
         // The vocabulary and logit scalars in the same commit as the identity: templates an
         // interrupted text stage leaves are always the ones these attributes describe.
         write_prompt_attributes();
         if (!text_diffs.empty()) {
             spdlog::info("--no-resume: dropping the template groups of another model or prompt set");
-            store.clear_templates();
+            store.remove_templates(prompt_templates);
         } else if (unrecorded) {
-            spdlog::warn("store {} holds templates that record no model or prompt set (written by another "
-                         "tool?): encoding all of them again with this model and prompt set",
-                         o_.h5_path.string());
-            store.clear_templates();
+            spdlog::warn("store {} holds {} concept/label prompt templates that record no model or prompt set "
+                         "(written by another tool?): replacing them with this model's and prompt set's",
+                         o_.h5_path.string(), prompt_templates.size());
+            store.remove_templates(prompt_templates);
         }
     } else if (!text_diffs.empty()) {
         spdlog::warn("the templates of {} were encoded by another model ({}); rerun with --run-text "

@@ -194,6 +194,10 @@ PromptSet load_prompt_set(const std::filesystem::path& file) {
 std::string concept_template_id(std::size_t index_from_1) { return template_id("concept", index_from_1); }
 std::string label_template_id(std::size_t index_from_1) { return template_id("label", index_from_1); }
 
+bool is_prompt_template_id(const std::string& id) {
+    return id.rfind("concept_prompts_t", 0) == 0 || id.rfind("label_prompts_t", 0) == 0;
+}
+
 std::string fill_template(const std::string& template_text, const std::string& text) {
     const auto pos = template_text.find("{}");
     if (pos == std::string::npos) {

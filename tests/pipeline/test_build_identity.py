@@ -153,17 +153,23 @@ def check_templates_of_unknown_origin():
         with h5py.File(h5, "a") as f:  # as the reference leaves it: 12 templates, no identity
             for name in [n for n in f.attrs if n.startswith("fstore_text_") or n == "fstore_prompt_hash"]:
                 del f.attrs[name]
+            f.copy(f["templates/label_prompts_t03"], f["templates"], "my_own")  # a user's group: kept
         prompts = os.path.join(tmp, "small.json")
         with open(prompts, "w") as f:
             json.dump(SMALL_PROMPTS, f)
         for extra in ([], ["--no-resume"]):
             p = t.run(t.build_cmd(h5, data, "--run-text", "--prompts", prompts, "--json", *extra))
             assert sorted(t.read(h5)["templates"]) == ["concept_prompts_t01", "concept_prompts_t02",
-                                                       "label_prompts_t01"], t.read(h5)["templates"].keys()
+                                                       "label_prompts_t01", "my_own"], t.read(h5)["templates"].keys()
             t.verify(h5)
             if not extra:
                 assert "record no model or prompt set" in p.stderr, p.stderr
                 assert json.loads(p.stdout)["templates_kept"] == 0
+        # Another prompt set with --no-resume drops the old set's groups, not the user's.
+        with open(prompts, "w") as f:
+            json.dump(dict(SMALL_PROMPTS, concept_templates=["v {}"]), f)
+        t.run(t.build_cmd(h5, data, "--run-text", "--prompts", prompts, "--no-resume"))
+        assert sorted(t.read(h5)["templates"]) == ["concept_prompts_t01", "label_prompts_t01", "my_own"]
 
 
 def check_interrupted_text_stage_keeps_prompts_consistent():

@@ -82,8 +82,9 @@ std::string usage_error_line(const CLI::App& app, const CLI::Error& error);
 std::int64_t parse_integer(const std::string& name, const std::string& text, std::int64_t min,
                            std::int64_t max);
 
-// A list option written as comma-separated names, repeatable: `--splits train,val
-// --splits test` gives {train, val, test}. Unlike CLI11's delimiter, empty parts are kept
+// A list option written as comma-separated names, repeatable and space-separated as other
+// list options: `--splits train,val --splits test` and `--splits train val test` give
+// {train, val, test}. Unlike CLI11's delimiter, empty parts are kept
 // ("train,,val" gives an empty name) so that the command can refuse them instead of
 // silently encoding fewer splits than were typed.
 CLI::Option* add_comma_list(CLI::App& app, const std::string& names, std::vector<std::string>& values,

@@ -304,6 +304,8 @@ CLI::Option* add_comma_list(CLI::App& app, const std::string& names, std::vector
     };
     return app.add_option(names, split_and_store, description)
         ->type_name("NAME[,NAME...]")
+        ->expected(1, CLI::detail::expected_max_vector_size)  // `--splits train val` too
+        ->allow_extra_args(true)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
 

@@ -71,8 +71,10 @@ public:
     // `items` more are done (the count stops at the phase's total when it has one); reports
     // when the throttle interval has passed.
     void advance(std::int64_t items);
-    // Ends the phase with a final report (a finished bar / a last log line).
-    void end();
+    // Ends the phase with a final report (a finished bar / a last log line). all_done: the
+    // phase's work is finished whatever the count says (the items after the last counted
+    // one were skipped, e.g. unreadable images at the end of a split): it shows its total.
+    void end(bool all_done = false);
 
     // A one-off message that must not be garbled by the bar (e.g. a skipped image).
     void message(const std::string& line);

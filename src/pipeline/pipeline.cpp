@@ -718,10 +718,13 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
         try {
             while (auto batch = encoded_queue.pop()) {
                 if (phase != batch->segment) {
+                    // The loader moved on: the split before is done, unreadable tail included.
+                    if (progress_ != nullptr && phase) progress_->end(true);
                     const Segment& seg = segments[batch->segment];
-                    if (progress_ != nullptr) progress_->begin(seg.split, seg.expected, seg.resumed);
-                    phase = batch->segment;
                     entries_shown = seg.resumed_entries >= 0 ? seg.resumed_entries : seg.resumed;
+                    if (progress_ != nullptr)
+                        progress_->begin(seg.split, seg.expected, std::min(entries_shown, seg.expected));
+                    phase = batch->segment;
                 }
                 spdlog::debug("image: committing rows {}..{} ({})", store_->rows(),
                               store_->rows() + batch->rows - 1, segments[batch->segment].split);
@@ -743,7 +746,8 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
             writer_error = std::current_exception();
             encoded_queue.close();
         }
-        if (progress_ != nullptr) progress_->end();
+        // The source ran to its end (not stopped by Ctrl-C or an error): the last split is done.
+        if (progress_ != nullptr) progress_->end(!writer_error && loader_finished.load() && !stopping(stop_));
     });
     ThreadGuard writer_guard(writer, [&] { encoded_queue.close(); });
 

@@ -84,8 +84,9 @@ void Progress::advance(std::int64_t items) {
     if (now_() - last_report_ >= interval) report(false);
 }
 
-void Progress::end() {
+void Progress::end(bool all_done) {
     if (!open_) return;
+    if (all_done && current_.total > 0) current_.done = current_.total;
     report(true);
     open_ = false;
 }

@@ -85,10 +85,18 @@ def main():
         assert t.read(h5)["labels"].tolist() == [0, 2]
 
         # Without --no-progress (stderr is not a terminal: log lines), the split's last
-        # progress line counts the unreadable image as done: 5/5, not 4/5.
-        p = t.run([a for a in folder_cmd(os.path.join(tmp, "progress.h5"), images, csv) if a != "--no-progress"])
-        last = [line for line in p.stderr.splitlines() if line.startswith("train: ")][-1]
-        assert last.startswith("train: 5/5 (100%)"), p.stderr
+        # progress line counts the unreadable images as done: 5/5, not 3/5. Also with one
+        # image per batch (b4, unreadable, comes after the last row), and resumed after
+        # --limit 2 (the bar starts at the 3 entries those rows consumed).
+        progress_h5 = os.path.join(tmp, "progress.h5")
+        runs = (([], True, "5/5"), (["--batch-size", "1"], True, "5/5"),
+                (["--batch-size", "1", "--limit", "2"], True, "2/2"), (["--batch-size", "1"], False, "5/5"))
+        for extra, fresh, want in runs:
+            if fresh and os.path.exists(progress_h5):
+                os.remove(progress_h5)
+            p = t.run([a for a in folder_cmd(progress_h5, images, csv, *extra) if a != "--no-progress"])
+            last = [line for line in p.stderr.splitlines() if line.startswith("train: ")][-1]
+            assert last.startswith("train: %s (100%%)" % want), (extra, p.stderr)
 
         write_image(os.path.join(images, "b1.png"), 11)  # fixed: readable now
         p = t.run(folder_cmd(h5, images, csv))

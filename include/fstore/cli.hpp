@@ -44,8 +44,8 @@ std::string json_line(const nlohmann::ordered_json& value);
 
 // A double as JSON. NaN and ±infinity, which JSON lacks (nlohmann prints null), become
 // markers that json_line prints as NaN, Infinity and -Infinity: Python's json.dumps
-// spelling, which json.loads reads back. (A marker is a string starting with a NUL byte,
-// which no HDF5 string or file name holds.)
+// spelling, which json.loads reads back. (A marker is the string of a NUL byte and the
+// word; json_line prints only such whole strings bare, and only as values, never keys.)
 nlohmann::json json_number(double value);
 
 namespace cli {

@@ -76,19 +76,32 @@ int run_guarded(const std::function<int()>& body) {
 namespace {
 const std::string nan_marker("\0NaN", 4), infinity_marker("\0Infinity", 9), minus_infinity_marker("\0-Infinity", 10);
 
-// The markers as nlohmann writes them ("\u0000NaN" in quotes) become bare words.
-std::string unmark_non_finite(std::string text) {
-    const std::string start = "\"\\u0000";
-    for (auto at = text.find(start); at != std::string::npos; at = text.find(start, at)) {
-        const auto end = text.find('"', at + 1);
-        const std::string word = text.substr(at + start.size(), end - at - start.size());
-        if (word == "NaN" || word == "Infinity" || word == "-Infinity") {
-            text.replace(at, end + 1 - at, word);
-        } else {
-            at = end;
+// The markers as nlohmann writes them ("\u0000NaN" in quotes) become bare words. Only whole
+// string tokens in value position: a key, or a string that merely contains the characters
+// (an escaped quote before them), stays as it is.
+std::string unmark_non_finite(const std::string& text) {
+    const std::string escaped_nul = "\\u0000";
+    if (text.find(escaped_nul) == std::string::npos) return text;
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size();) {
+        if (text[i] != '"') {
+            out += text[i++];
+            continue;
         }
+        std::size_t end = i + 1;  // the closing quote
+        while (end < text.size() && text[end] != '"') end += text[end] == '\\' ? 2 : 1;
+        const std::string body = text.substr(i + 1, end - i - 1);
+        const bool key = end + 1 < text.size() && text[end + 1] == ':';
+        const std::string word = body.compare(0, escaped_nul.size(), escaped_nul) == 0 ? body.substr(escaped_nul.size()) : "";
+        if (!key && (word == "NaN" || word == "Infinity" || word == "-Infinity")) {
+            out += word;
+        } else {
+            out.append(text, i, end + 1 - i);
+        }
+        i = end + 1;
     }
-    return text;
+    return out;
 }
 }  // namespace
 

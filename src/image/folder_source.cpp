@@ -25,6 +25,12 @@ struct CsvRecord {
 // RFC 4180: fields separated by commas, optionally quoted with "; "" inside quotes is a
 // quote; quoted fields may hold commas and newlines; CRLF or LF line ends.
 std::vector<CsvRecord> parse_csv(const std::string& text, const std::string& path) {
+    // No field may hold a NUL: HDF5 strings end at one (a split name would be cut short).
+    if (const auto nul = text.find('\0'); nul != std::string::npos) {
+        const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(nul), '\n');
+        throw FormatError("'" + path + "' line " + std::to_string(line) +
+                          " holds a NUL byte, which is not CSV text (a UTF-16 file?): save it as UTF-8 text");
+    }
     std::vector<CsvRecord> records;
     std::size_t i = 0;
     int line = 1;

@@ -145,6 +145,11 @@ TEST(JsonLine, NonFiniteNumbersPrintAsPythonWritesThem) {
     EXPECT_EQ(fstore::json_line(j), R"({"a":NaN,"b":Infinity,"c":-Infinity,"d":0.5,"e":"NaN","f":"\u0000x"})");
     nlohmann::ordered_json o = {{"z", fstore::json_number(std::nan(""))}, {"list", {fstore::json_number(-inf), 1}}};
     EXPECT_EQ(fstore::json_line(o), R"({"z":NaN,"list":[-Infinity,1]})");
+    // A marker's characters in a key, or after other characters of a string, stay quoted.
+    const std::string marker("\0NaN", 4);
+    nlohmann::json odd = {{marker, 1}, {"k", "x\"" + marker}, {"l", {std::string("\\") + marker}}};
+    EXPECT_EQ(fstore::json_line(odd), R"({"\u0000NaN":1,"k":"x\"\u0000NaN","l":["\\\u0000NaN"]})");
+    EXPECT_EQ(nlohmann::json::parse(fstore::json_line(odd)), odd);
 }
 
 TEST(CliConventions, IntegerOptionsSayTheirRangeWithoutHugeNumbers) {

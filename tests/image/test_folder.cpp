@@ -181,6 +181,14 @@ TEST_F(FolderTest, BadCsvAndMissingPaths) {
     EXPECT_THROW(open_image_folder({images, write_csv("path,label\na.png,one\n"), {}, false, nullptr}), FormatError);
     EXPECT_THROW(open_image_folder({images, write_csv("path,label\na.png,1,extra\n"), {}, false, nullptr}), FormatError);
     EXPECT_THROW(open_image_folder({images, write_csv(""), {}, false, nullptr}), FormatError);
+    // A NUL byte (a UTF-16 export, or a split name HDF5 would cut short): named with its line.
+    try {
+        open_image_folder({images, write_csv(std::string("path,label,split\na.png,1,train\nb.png,2,x\0NaN\n", 45)),
+                           {}, false, nullptr});
+        ADD_FAILURE() << "no error for a NUL byte";
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("line 3 holds a NUL byte"), std::string::npos) << e.what();
+    }
     EXPECT_THROW(open_image_folder({images, dir / "nope.csv", {}, false, nullptr}), NotFoundError);
     EXPECT_THROW(open_image_folder({dir / "nodir", write_csv("path,label\na.png,1\n"), {}, false, nullptr}), NotFoundError);
     // A file where a folder belongs (and the reverse) is named as such, not as missing.

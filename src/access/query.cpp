@@ -55,7 +55,9 @@ std::optional<std::map<std::string, std::vector<std::string>>> prompt_set_texts(
     }
 }
 
-constexpr const char* kRebuildTemplates = "`fstore build --run-text --no-resume` rebuilds the templates";
+constexpr const char* kRebuildTemplates =
+    "`fstore build --run-text --no-resume` (with --prompts FILE for a prompt set other than BloodMNIST's) "
+    "rebuilds the templates";
 
 // A whole decimal number ("3", "-12"). Values past the int64 range saturate at its limits
 // (strtoll's ERANGE result), so callers can still say "out of range". Leading spaces and

@@ -369,7 +369,7 @@ void BuildRun::check_identity(const ImageSource* source) {
         const std::string fix = image_diffs.empty()
                                     ? "pass --run-text --no-resume to re-encode only the templates (the image rows "
                                       "are kept), or write to another --h5 path"
-                                : text_diffs.empty() && o_.run_text
+                                : text_diffs.empty() && o_.run_text && has_templates
                                     ? "pass --run-image --no-resume to re-encode only the image rows (the "
                                       "templates are kept), or write to another --h5 path"
                                     : "pass --no-resume to rebuild it with these inputs, or write to another --h5 path";

@@ -484,7 +484,8 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(p.stderr.strip().splitlines(), [
                     f"fstore-access: error: template '{stale}' was not made from the store's concept_texts (left by "
                     "an earlier prompt set?), so --concept-list cannot pick its rows: `fstore build --run-text "
-                    "--no-resume` rebuilds the templates, or fetch it without --concept-list"])
+                    "--no-resume` (with --prompts FILE for a prompt set other than BloodMNIST's) rebuilds the "
+                    "templates, or fetch it without --concept-list"])
                 # Whole templates are still there to fetch.
                 self.assertEqual(run(path, "fetch", "--template", stale, "--json").returncode, 0)
 

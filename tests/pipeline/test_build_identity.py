@@ -110,9 +110,27 @@ def main():
 
     check_npz_fingerprint()
     check_precision_is_part_of_the_image_identity()
+    check_mismatch_hint_names_only_what_exists()
     check_templates_of_unknown_origin()
     check_interrupted_text_stage_keeps_prompts_consistent()
     print("ok")
+
+
+def check_mismatch_hint_names_only_what_exists():
+    """Rows of another dataset in a store without templates: the hint is a plain
+    --no-resume, not one that claims templates are kept (and drops the text stage)."""
+    with tempfile.TemporaryDirectory(prefix="fstore-hint-") as tmp:
+        data, other = os.path.join(tmp, "data"), os.path.join(tmp, "other")
+        t.make_data(data, train=2, val=1, test=1, seed=5)
+        t.make_data(other, train=2, val=1, test=1, seed=6)
+        h5 = os.path.join(tmp, "s.h5")
+        t.run(t.build_cmd(h5, data, "--skip-text"))
+        p = t.run(t.build_cmd(h5, other), check_rc=MISMATCH)
+        assert "pass --no-resume to rebuild it with these inputs" in p.stderr, p.stderr
+        assert "templates are kept" not in p.stderr, p.stderr
+        t.run(t.build_cmd(h5, data, "--run-text"))  # now it has templates
+        p = t.run(t.build_cmd(h5, other), check_rc=MISMATCH)
+        assert "pass --run-image --no-resume to re-encode only the image rows (the templates are kept)" in p.stderr
 
 
 def check_precision_is_part_of_the_image_identity():

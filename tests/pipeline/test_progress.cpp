@@ -102,6 +102,12 @@ TEST(Progress, CountStopsAtTheTotal) {
     progress.begin("test", 0);  // unknown total: no cap
     progress.advance(12);
     EXPECT_EQ(progress.snapshot().done, 12);
+    // end(all_done): the unreadable tail was never counted, but the split is finished.
+    progress.begin("val", 10);
+    progress.advance(8);
+    progress.end(true);
+    const auto text = out.text();
+    EXPECT_NE(text.find("val: 10/10 (100%)"), std::string::npos) << text;
 }
 
 TEST(Progress, NoneStylePrintsNothing) {

@@ -42,6 +42,7 @@ struct Failure {
     // one that crashed without closing it (h5clear -s clears the mark).
     bool marked_open = false;
     bool io = false;  // the file system refused a read/write/seek (see errno for why)
+    bool filter = false;  // a filter (decompression) failed: the data itself is bad
 };
 Failure last_failure();
 

@@ -223,8 +223,11 @@ void read_rows_into(hid_t dataset, hid_t mem_type, hsize_t start, hsize_t count,
                                         : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
     const std::string what = "store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name +
                              (failure.reason.empty() ? "" : " (" + failure.reason + ")");
-    if (failure.io && (error == EIO || error == ENXIO || error == ESTALE))
-        throw IoError(what + ": the disk failed to read it; check the disk and the file system, then retry");
+    // A failed read(2) is an I/O error; a chunk read whole that fails to decompress (the
+    // filter pipeline's error, with an I/O error around it) is damage.
+    if (failure.io && !failure.filter)
+        throw IoError(what + ": the file system failed to read it (" + std::strerror(error) +
+                      "); check the disk (or the network file system), then retry");
     throw FormatError(what + ": the file is damaged there; restore it from a copy, or rebuild the store");
 }
 

@@ -17,6 +17,7 @@ struct ErrorWalk {
     bool lock = false;
     bool truncated = false;
     bool marked_open = false;
+    bool filter = false;
     bool io = false;  // the file system refused a read/write/seek/truncate (disk full, EIO)
 };
 
@@ -46,6 +47,7 @@ herr_t walk_error(unsigned /*n*/, const H5E_error2_t* err, void* data) noexcept 
     walk->innermost = err->desc != nullptr ? without_internals(err->desc) : "";
     if (err->min_num == H5E_CANTLOCKFILE || err->min_num == H5E_CANTLOCK) walk->lock = true;
     if (err->min_num == H5E_TRUNCATED) walk->truncated = true;
+    if (err->maj_num == H5E_PLINE) walk->filter = true;
     if (err->maj_num == H5E_IO || err->min_num == H5E_WRITEERROR || err->min_num == H5E_SEEKERROR)
         walk->io = true;
     std::string lower = walk->innermost;
@@ -83,16 +85,19 @@ void init() {
 
 Failure last_failure() {
     const ErrorWalk walk = walk_errors();
-    return {walk.innermost, walk.lock, walk.truncated, walk.marked_open, walk.io};
+    return {walk.innermost, walk.lock, walk.truncated, walk.marked_open, walk.io, walk.filter};
 }
 
 void fail(const std::string& what) {
+    const int error = errno;  // before anything else can change it
     const ErrorWalk walk = walk_errors();
     const std::string message = walk.innermost.empty() ? what : what + ": " + walk.innermost;
     // A failing disk is not a malformed file: say so, and point at the likely cause.
-    if (walk.io && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG || errno == EIO || errno == EROFS))
-        throw IoError(message + " (" + std::strerror(errno) +
-                      "); free disk space or check the file system, then rerun to resume");
+    if (walk.io && (error == ENOSPC || error == EDQUOT || error == EFBIG))
+        throw IoError(message + " (" + std::strerror(error) + "); free disk space, then rerun to resume");
+    if (walk.io && !walk.filter && error != 0)
+        throw IoError(message + " (" + std::strerror(error) +
+                      "); check the disk and the file system, then rerun");
     throw FormatError(message);
 }
 

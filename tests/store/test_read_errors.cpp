@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include <gmock/gmock.h>
@@ -20,7 +21,8 @@
 
 namespace {
 
-std::atomic<long long> fail_from{-1}, fail_to{-1};  // [from, to): reads there fail with EIO
+std::atomic<long long> fail_from{-1}, fail_to{-1};  // [from, to): reads there fail with fail_errno
+std::atomic<int> fail_errno{EIO};
 
 bool fails(off_t offset, std::size_t count) {
     return fail_from >= 0 && offset < fail_to && static_cast<long long>(offset) + static_cast<long long>(count) > fail_from;
@@ -32,7 +34,7 @@ extern "C" ssize_t pread64(int fd, void* buffer, std::size_t count, off_t offset
     using Real = ssize_t (*)(int, void*, std::size_t, off_t);
     static const Real real = reinterpret_cast<Real>(::dlsym(RTLD_NEXT, "pread64"));
     if (fails(offset, count)) {
-        errno = EIO;
+        errno = fail_errno;
         return -1;
     }
     return real(fd, buffer, count, offset);
@@ -75,12 +77,17 @@ TEST(ReadErrors, DiskReadFailureIsAnIoErrorNamingTheRows) {
     const auto store = fstore::FeatureStore::open(path);
     fail_from = static_cast<long long>(address);
     fail_to = static_cast<long long>(address + size);
-    try {
-        store.read_rows(fstore::Column::image_features, {2, 3});
-        ADD_FAILURE() << "no error";
-    } catch (const fstore::IoError& e) {
-        EXPECT_THAT(e.what(), HasSubstr("cannot read rows 2..3 of /image_features"));
-        EXPECT_THAT(e.what(), HasSubstr("the disk failed to read it; check the disk and the file system"));
+    // A failing disk, and a network file system that went away: not damage either way.
+    for (const int error : {EIO, ENOTCONN}) {
+        fail_errno = error;
+        try {
+            store.read_rows(fstore::Column::image_features, {2, 3});
+            ADD_FAILURE() << "no error";
+        } catch (const fstore::IoError& e) {
+            EXPECT_THAT(e.what(), HasSubstr("cannot read rows 2..3 of /image_features"));
+            EXPECT_THAT(e.what(), HasSubstr("the file system failed to read it (" + std::string(std::strerror(error)) +
+                                            "); check the disk (or the network file system), then retry"));
+        }
     }
     fail_from = fail_to = -1;
     EXPECT_EQ(store.read_rows(fstore::Column::image_features, {2, 3}).shape[0], 2);  // the same rows read fine now

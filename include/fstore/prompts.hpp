@@ -61,8 +61,9 @@ struct TemplateTexts {
 // "concept_prompts_t01", "label_prompts_t12", ...
 std::string concept_template_id(std::size_t index_from_1);
 std::string label_template_id(std::size_t index_from_1);
-// Whether `id` names a template of a prompt set ("concept_prompts_t…", "label_prompts_t…"),
-// as opposed to a group someone added under another name.
+// Whether `id` is a prompt set's template id as concept_template_id / label_template_id
+// write it ("concept_prompts_t01", "label_prompts_t123"), as opposed to a group someone
+// added under another name ("concept_prompts_tumor" included).
 bool is_prompt_template_id(const std::string& id);
 // Puts `text` into the template's "{}".
 std::string fill_template(const std::string& template_text, const std::string& text);

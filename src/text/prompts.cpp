@@ -119,6 +119,10 @@ void validate_prompt_set(const PromptSet& prompts, const std::string& source) {
                 throw FormatError(fmt::format("prompts '{}': \"{}[{}]\" is an empty string: remove it or fill it in",
                                               source, kKeys[k], i));
             }
+            if (item.find('\0') != std::string::npos) {  // HDF5 strings end at a NUL
+                throw FormatError(fmt::format("prompts '{}': \"{}[{}]\" holds a NUL character (\\u0000): remove it",
+                                              source, kKeys[k], i));
+            }
             if (!is_template) continue;
             const auto first = item.find("{}");
             const bool one_placeholder = first != std::string::npos &&
@@ -195,7 +199,14 @@ std::string concept_template_id(std::size_t index_from_1) { return template_id("
 std::string label_template_id(std::size_t index_from_1) { return template_id("label", index_from_1); }
 
 bool is_prompt_template_id(const std::string& id) {
-    return id.rfind("concept_prompts_t", 0) == 0 || id.rfind("label_prompts_t", 0) == 0;
+    // Exactly what template_id writes: the kind, "_prompts_t", two or more digits.
+    for (const char* prefix : {"concept_prompts_t", "label_prompts_t"}) {
+        const std::string p = prefix;
+        if (id.compare(0, p.size(), p) != 0) continue;
+        const std::string number = id.substr(p.size());
+        return number.size() >= 2 && std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; });
+    }
+    return false;
 }
 
 std::string fill_template(const std::string& template_text, const std::string& text) {

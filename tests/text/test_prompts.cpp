@@ -46,6 +46,11 @@ TEST(Prompts, ExpansionIdsAndTexts) {
     EXPECT_EQ(all[10].template_text, "a peripheral blood smear image of a {}");
     EXPECT_EQ(concept_template_id(12), "concept_prompts_t12");
     EXPECT_EQ(label_template_id(100), "label_prompts_t100");
+    for (const char* id : {"concept_prompts_t01", "label_prompts_t09", "label_prompts_t100"})
+        EXPECT_TRUE(is_prompt_template_id(id)) << id;
+    for (const char* id : {"concept_prompts_tumor", "label_prompts_test", "concept_prompts_t1", "concept_prompts_t",
+                           "my_concept_prompts_t01", "concept_prompts_t01x", "label_prompts_t0a"})
+        EXPECT_FALSE(is_prompt_template_id(id)) << id;
     EXPECT_EQ(fill_template("x {} y", "{}"), "x {} y");  // the text is inserted, not re-expanded
 }
 
@@ -131,6 +136,8 @@ TEST(Prompts, JsonFileRoundTripAndErrors) {
     expect_format_error(file, R"({"label_texts": ["a"], "label_templates": ["{0}"], )" + good_tail, "label_templates[0]");
     expect_format_error(file, R"({"label_texts": [], "label_templates": ["{}"], )" + good_tail, "\"label_texts\"");
     expect_format_error(file, R"(["label_texts"])", "object");
+    expect_format_error(file, R"({"label_texts": ["a\u0000b"], "label_templates": ["{}"], )" + good_tail,
+                        "\"label_texts[0]\" holds a NUL character");
     EXPECT_THROW(load_prompt_set(dir / "missing.json"), NotFoundError);
     EXPECT_THROW(prompt_set_from_attributes(R"(["a"])", "[1]", R"(["c"])", R"(["{}"])", "x.h5"), FormatError);
     fs::remove_all(dir);

@@ -182,9 +182,25 @@ ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::s
 void check_output_path(const std::filesystem::path& path, FileFormat format) { resolve(path, format); }
 
 bool is_standard_output(const std::filesystem::path& path) {
+    Destination destination;
+    try {
+        destination = resolve(path, FileFormat::npz);
+    } catch (const Error&) {
+        return false;  // not a writable --out at all: OutputFile says why
+    }
     struct stat out {}, target {};
-    return ::fstat(STDOUT_FILENO, &out) == 0 && ::stat(path.c_str(), &target) == 0 && out.st_dev == target.st_dev &&
-           out.st_ino == target.st_ino;
+    if (::fstat(STDOUT_FILENO, &out) != 0) return false;
+    const auto same_as_stdout = [&](const struct stat& st) { return st.st_dev == out.st_dev && st.st_ino == out.st_ino; };
+    switch (destination.kind) {
+        case Destination::Kind::own_descriptor:  // /dev/stdout, /proc/self/fd/1: written through fd 1
+            return destination.descriptor == STDOUT_FILENO ||
+                   (::fstat(destination.descriptor, &target) == 0 && same_as_stdout(target));
+        case Destination::Kind::stream:  // the pipe stdout is (a FIFO by name); not /dev/null
+            return ::stat(destination.target.c_str(), &target) == 0 && same_as_stdout(target) &&
+                   (S_ISFIFO(target.st_mode) || S_ISSOCK(target.st_mode));
+        case Destination::Kind::replace: break;  // a new file renamed into place: never mixed
+    }
+    return false;
 }
 
 void check_not_beside_json(const std::filesystem::path& path, bool json) {

@@ -759,6 +759,17 @@ class OutTargets(unittest.TestCase):
             self.assertEqual(p.returncode, EXIT_USAGE, p.stderr)
             self.assertEqual(p.stdout, "")
             self.assertIn("is standard output, where --json prints too: give --out a file, or drop --json", p.stderr)
+        # A device stdout also is (scripts send both to /dev/null), or a file --out replaces
+        # by rename, cannot mix the two: --json is fine there.
+        with open(os.devnull, "w") as null:
+            p = subprocess.run([BIN, "--path", self.path, "sample", "0", "--out", os.devnull, "--json"], stdout=null,
+                               stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        same = os.path.join(self.dir, "same.npz")
+        with open(same, "w") as f:
+            p = subprocess.run([BIN, "--path", self.path, "sample", "0", "--out", same, "--json"], stdout=f,
+                               stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_write_error_on_a_device_fails(self):
         # A private node of /dev/full's device (1, 7): a wrong writer could only replace this

@@ -113,7 +113,7 @@ struct Summary {
     std::vector<std::int64_t> first_ids;                // up to 5
     // From the split_counts attribute, in store order: the order in which splits first
     // appear in /split (train, val, test for a normal store); names only the attribute
-    // holds follow, sorted.
+    // holds follow in the attribute's order.
     std::vector<std::pair<std::string, std::int64_t>> split_counts;
     std::vector<std::string> templates;  // first max_templates, sorted
     std::int64_t template_count = 0;

@@ -176,17 +176,28 @@ nlohmann::json tree_json(const TreeNode& node) {
 }
 
 // The split_counts attribute in store order: splits in the order they first appear in
-// /split, then names only the attribute holds (sorted).
+// /split, then names only the attribute holds (in the attribute's own order).
 std::vector<std::pair<std::string, std::int64_t>> split_counts_in_store_order(const FeatureStore& store) {
     auto counts = store.split_counts();
     std::vector<std::pair<std::string, std::int64_t>> ordered;
     ordered.reserve(counts.size());
-    for (const auto& name : store.read_all_splits()) {
-        if (counts.empty()) break;
+    const auto take = [&](const std::string& name) {
         const auto it = counts.find(name);
-        if (it == counts.end()) continue;
+        if (it == counts.end()) return;
         ordered.emplace_back(*it);
         counts.erase(it);
+    };
+    for (const auto& name : store.read_all_splits()) {
+        if (counts.empty()) break;
+        take(name);
+    }
+    if (!counts.empty()) {  // e.g. /split lost: the attribute's order (json.dumps keeps dict order)
+        const auto text = store.attribute("split_counts");
+        if (text && std::holds_alternative<std::string>(*text)) {
+            const auto json = nlohmann::ordered_json::parse(std::get<std::string>(*text), nullptr, false);
+            if (json.is_object())
+                for (const auto& item : json.items()) take(item.key());
+        }
     }
     ordered.insert(ordered.end(), counts.begin(), counts.end());
     return ordered;

@@ -714,6 +714,12 @@ TEST(Query, SummarizeListsSplitsInStoreOrder) {
     for (const auto& item : json["split_counts"].items()) json_keys.push_back(item.key());
     EXPECT_EQ(json_keys, (std::vector<std::string>{"train", "val", "test"}));
     EXPECT_EQ(thrown_by([&] { fstore::summarize(path, -1); }).message, "--max-templates must be 0 or more");
+
+    // Splits only the attribute names (here: all, /split is gone) keep the attribute's order.
+    run_python(dir, "import h5py, json\nwith h5py.File('" + path.string() + "', 'r+') as f:\n"
+                    "    del f['split']\n    f.attrs['split_counts'] = json.dumps({'val': 3, 'train': 5, 'test': 2})\n");
+    const std::vector<std::pair<std::string, std::int64_t>> attribute_order = {{"val", 3}, {"train", 5}, {"test", 2}};
+    EXPECT_EQ(fstore::summarize(path).split_counts, attribute_order);
 }
 
 // ---- verify ---------------------------------------------------------------------------------

@@ -89,8 +89,7 @@ int run_templates(const Options& o) {
 int run_sample(const Options& o) {
     const auto index = fstore::parse_index(o.index, "index");
     if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npz);
-    if (o.out) fstore::npy::check_not_beside_json(*o.out, o.json);
-    const bool quiet = o.out && fstore::npy::is_standard_output(*o.out);  // stdout holds the .npz
+    const bool quiet = o.out && fstore::npy::takes_stdout(*o.out, o.json);  // stdout holds the .npz
     const auto store = fstore::FeatureStore::open(o.path);
     const auto result = fstore::sample(store, index, o.out.has_value());
     if (o.out) {
@@ -114,7 +113,7 @@ int run_batch(const Options& o) {
     request.feature = fstore::parse_feature(o.feature);
     request.selection = fstore::parse_index_selection(o.idx);
     if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npy);
-    if (o.out) fstore::npy::check_not_beside_json(*o.out, o.json);
+    const bool quiet = o.out && fstore::npy::takes_stdout(*o.out, o.json);  // stdout holds the .npy
     const auto store = fstore::FeatureStore::open(o.path);
     const auto plan = fstore::plan_batch(store, request);
     if (o.json) {
@@ -124,7 +123,7 @@ int run_batch(const Options& o) {
         return 0;
     }
     if (o.out) fstore::write_batch_npy(store, plan, *o.out);
-    if (o.out && fstore::npy::is_standard_output(*o.out)) return 0;  // stdout holds the .npy
+    if (quiet) return 0;
     std::cout << fstore::feature_name(request.feature) << " rows of " << (o.split == "all" ? "all splits" : "split '" + o.split + "'")
               << ": shape " << fstore::shape_text(plan.shape) << ' ' << fstore::dtype_name(plan.dtype) << '\n';
     if (o.out) std::cout << "wrote " << *o.out << '\n';
@@ -133,8 +132,7 @@ int run_batch(const Options& o) {
 
 int run_fetch(const Options& o) {
     if (o.out) fstore::npy::check_output_path(*o.out, fstore::npy::FileFormat::npz);
-    if (o.out) fstore::npy::check_not_beside_json(*o.out, o.json);
-    const bool quiet = o.out && fstore::npy::is_standard_output(*o.out);  // stdout holds the .npz
+    const bool quiet = o.out && fstore::npy::takes_stdout(*o.out, o.json);  // stdout holds the .npz
     const auto store = fstore::FeatureStore::open(o.path);
     fstore::FetchRequest request;
     request.template_ids = o.template_ids;

@@ -147,7 +147,7 @@ int embed(const ModelArgs& args, const fstore::EmbedRequest& request, const std:
         throw fstore::UsageError("nothing to embed: pass --text TEXT and/or --image PATH");
     }
     if (out) fstore::npy::check_output_path(*out, fstore::npy::FileFormat::npz);  // before loading the model
-    if (out) fstore::npy::check_not_beside_json(*out, as_json);
+    const bool quiet = out && fstore::npy::takes_stdout(*out, as_json);  // stdout holds the .npz
     auto model = args.load();
     const auto members = embed_arrays(fstore::embed(model, request));
     if (out) fstore::npy::write_npz(*out, members);
@@ -160,7 +160,7 @@ int embed(const ModelArgs& args, const fstore::EmbedRequest& request, const std:
                   << '\n';
         return 0;
     }
-    if (out && fstore::npy::is_standard_output(*out)) return 0;  // stdout holds the .npz
+    if (quiet) return 0;
     for (const auto& [name, a] : members) {
         std::cout << fmt::format("{:<12} {} {}: {}\n", name, fstore::shape_text(a.shape),
                                  fstore::dtype_name(a.dtype), first_values(a));

@@ -46,12 +46,11 @@ enum class FileFormat { npy, npz };
 // its directory does not exist). Opens and creates nothing.
 void check_output_path(const std::filesystem::path& path, FileFormat format);
 
-// Whether --out `path` is where this process's standard output goes (/dev/stdout,
-// /proc/self/fd/1, or the very file stdout is redirected to). The tools then print nothing
-// else on stdout, which would end up inside the array file, and refuse --json.
-bool is_standard_output(const std::filesystem::path& path);
-// UsageError naming both when `path` is standard output and `json` is set.
-void check_not_beside_json(const std::filesystem::path& path, bool json);
+// Whether --out `path` is written into this process's standard output (/dev/stdout,
+// /proc/self/fd/1, or a FIFO that stdout is): the tools then print nothing else there, which
+// would end up inside the array file. With `json` that is a UsageError naming both. A
+// device stdout also is (/dev/null) or a file replaced by rename never mixes: false.
+bool takes_stdout(const std::filesystem::path& path, bool json);
 
 // One output file, written as described at the top of this header. Not copyable.
 class OutputFile {

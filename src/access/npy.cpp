@@ -181,6 +181,7 @@ ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::s
 
 void check_output_path(const std::filesystem::path& path, FileFormat format) { resolve(path, format); }
 
+namespace {
 bool is_standard_output(const std::filesystem::path& path) {
     Destination destination;
     try {
@@ -202,11 +203,14 @@ bool is_standard_output(const std::filesystem::path& path) {
     }
     return false;
 }
+}  // namespace
 
-void check_not_beside_json(const std::filesystem::path& path, bool json) {
-    if (json && is_standard_output(path))
+bool takes_stdout(const std::filesystem::path& path, bool json) {
+    if (!is_standard_output(path)) return false;
+    if (json)
         throw UsageError("--out " + quoted(path) + " is standard output, where --json prints too: give --out a "
                          "file, or drop --json");
+    return true;
 }
 
 OutputFile::OutputFile(const std::filesystem::path& path, FileFormat format) : path_(path) {

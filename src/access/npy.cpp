@@ -67,7 +67,7 @@ void check_extension(const fs::path& path, FileFormat format) {
 // (a regular file behind stdout), so the descriptor itself is written to.
 int own_descriptor(const fs::path& path) {
     std::error_code ec;
-    const auto directory = fs::canonical(path.has_parent_path() ? path.parent_path() : fs::path("."), ec);
+    const auto directory = fs::canonical(directory_of(path), ec);
     if (ec || directory != fs::path("/proc/" + std::to_string(::getpid()) + "/fd")) return -1;
     const std::string name = path.filename().string();
     if (name.empty() || name.size() > 9 || name.find_first_not_of("0123456789") != std::string::npos) return -1;

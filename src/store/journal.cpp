@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "fstore/error.hpp"
+#include "fstore/files.hpp"
 
 namespace fstore::journal {
 namespace {
@@ -820,8 +821,7 @@ std::optional<std::filesystem::path> find_journal(const std::filesystem::path& p
     }
     // A killed writer's journal under the store's old name (renamed since, or another hard
     // link in this directory): the inode in its header says whose it is.
-    const fs::path directory = own.has_parent_path() ? own.parent_path() : fs::path(".");
-    for (fs::directory_iterator it(directory, ec), end; !ec && it != end; it.increment(ec)) {
+    for (fs::directory_iterator it(directory_of(own), ec), end; !ec && it != end; it.increment(ec)) {
         const fs::path candidate = it->path();
         if (candidate.extension() != ".journal" || !it->is_regular_file(ec)) continue;
         const auto names_this_file = [&] {

@@ -1250,11 +1250,12 @@ void FeatureStore::remove_templates(const std::vector<std::string>& ids) {
     Impl& s = use(impl_);
     s.require_writable("remove templates");
     s.change([&] {
-        for (const auto& id : ids) {
-            const std::string path = std::string(templates_group) + "/" + id;
-            if (h5::exists(s.file, templates_group) && h5::exists(s.file, path) &&
-                H5Ldelete(s.file, path.c_str(), H5P_DEFAULT) < 0)
-                h5::fail("cannot delete template '" + id + "'");
+        if (h5::exists(s.file, templates_group)) {
+            for (const auto& id : ids) {
+                const std::string path = std::string(templates_group) + "/" + id;
+                if (h5::exists(s.file, path) && H5Ldelete(s.file, path.c_str(), H5P_DEFAULT) < 0)
+                    h5::fail("cannot delete template '" + id + "'");
+            }
         }
         s.commit();
     });

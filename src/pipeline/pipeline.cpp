@@ -573,10 +573,13 @@ void BuildRun::warn_left_out_splits(const ImageFolderOptions& folder) {
 
 std::vector<Segment> BuildRun::plan(const ImageSource& source) {
     const auto on_disk = store_->split_counts_from_data();
-    // A lost /split comes back as missing_split (the reference's repair). MedMNIST has no
-    // such split, so nothing says which samples those rows are: resuming would append every
-    // one of them again next to them.
-    if (const auto lost = on_disk.find(missing_split); lost != on_disk.end() && o_.images_dir.empty()) {
+    // A lost /split comes back as missing_split (the reference's repair). Unless the source
+    // has a split of that name (a CSV may), nothing says which samples those rows are:
+    // resuming would append every one of them again next to them.
+    const auto& splits = source.splits();
+    const bool source_has_missing_split = std::any_of(
+        splits.begin(), splits.end(), [](const SplitInfo& info) { return info.name == missing_split; });
+    if (const auto lost = on_disk.find(missing_split); lost != on_disk.end() && !source_has_missing_split) {
         throw MismatchError(fmt::format(
             "store {} holds {} rows whose split is '{}' (its /split dataset was lost and "
             "repaired): a resume cannot tell which samples they are and would append them again; pass "

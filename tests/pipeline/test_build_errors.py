@@ -4,6 +4,7 @@ that names the problem and the fix; custom image folders skip (or, --strict, ref
 unreadable images."""
 import json
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -107,6 +108,15 @@ def main():
         # Resuming skips exactly the images on disk, unreadable ones accounted for.
         p = t.run(folder_cmd)
         assert json.loads(p.stdout)["total_new"] == 0, p.stdout
+        # A folder store whose /split was lost is refused as an npz store is (the CSV has no
+        # split named 'unspecified'), not given every sample again.
+        lost_folder = os.path.join(tmp, "lost-folder.h5")
+        shutil.copy(os.path.join(tmp, "folder.h5"), lost_folder)
+        with h5py.File(lost_folder, "a") as f:
+            del f["split"]
+        p = t.run([c if c != os.path.join(tmp, "folder.h5") else lost_folder for c in folder_cmd], check_rc=8)
+        assert "'unspecified'" in p.stderr.strip().splitlines()[-1], p.stderr
+        assert t.read(lost_folder)["ids"].shape[0] == 4
         strict = [c if c != os.path.join(tmp, "folder.h5") else os.path.join(tmp, "strict.h5") for c in folder_cmd]
         p = t.run(strict + ["--strict"], check_rc=DATA)
         one_line_error(p, "broken.png")

@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libtorch-dev libhdf5-dev hdf5-tools libcli11-dev libsentencepiece-dev sentencepiece
-  libopencv-dev libfmt-dev libspdlog-dev libgtest-dev libgmock-dev liblzf-dev
+  libopencv-dev libpng-dev libjpeg-dev libfmt-dev libspdlog-dev libgtest-dev libgmock-dev liblzf-dev
   nlohmann-json3-dev libzip-dev libcurl4-openssl-dev libssl-dev libopenblas0-pthread
   python3 python3-h5py python3-numpy python3-torch python3-pil python3-sentencepiece
 )

@@ -1,7 +1,8 @@
 // Image files (PNG, JPEG, BMP, TIFF, WebP, ...) decoded into packed 8-bit pixels: what image
 // folders (open_image_folder) and `fstore embed --image` read.
 //
-// Decoding is OpenCV's (imgcodecs), the only use fstore makes of OpenCV. A build configured
+// Decoding gives the pixels PIL gives: libpng and libjpeg for PNG and JPEG, OpenCV (imgcodecs)
+// for the rest, the only use fstore makes of OpenCV. A build configured
 // with -DFSTORE_WITH_OPENCV=OFF, for a machine that has no OpenCV (a GPU node with only
 // LibTorch, say), decodes no image files: image_files_supported() is false and the callers
 // refuse image folders and --image up front. MedMNIST .npz datasets need no decoder.

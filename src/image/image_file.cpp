@@ -1,14 +1,27 @@
-// Image file decoding: OpenCV's imgcodecs, or nothing in a build without OpenCV.
+// Image file decoding as PIL's Image.open(path).convert("RGB") sees the pixels: PNG and
+// JPEG through libpng and libjpeg (image_codecs.cpp), the rest through OpenCV's imgcodecs
+// with the corrections below; nothing in a build without OpenCV.
 #include "fstore/image_file.hpp"
 
+#include <cctype>
+#include <cerrno>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "fstore/error.hpp"
 
 #if FSTORE_WITH_OPENCV
+#include <mutex>
+
 #include <opencv2/core.hpp>
+#include <opencv2/core/utils/logger.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+
+#include "image_codecs.hpp"
 #endif
 
 namespace fstore {
@@ -20,14 +33,127 @@ std::string image_files_unsupported_reason() {
            "rebuild it with OpenCV, or pack the images into a MedMNIST-style .npz";
 }
 
-std::string decode_image_file(const std::string& path, DecodedImage& out) {
+namespace {
+
+// "" with the whole file in `bytes`, else why it cannot be read.
+std::string read_file(const std::string& path, std::vector<std::uint8_t>& bytes) {
     std::error_code ec;
-    if (!std::filesystem::is_regular_file(path, ec)) return "file not found";
+    const auto status = std::filesystem::status(path, ec);
+    if (!std::filesystem::exists(status)) return "file not found";
+    if (std::filesystem::is_directory(status)) return "a directory, not an image file";
+    if (!std::filesystem::is_regular_file(status)) return "not a regular file";
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::string("cannot open it (") + std::strerror(errno) + ")";
+    in.seekg(0, std::ios::end);
+    const auto size = static_cast<std::streamoff>(in.tellg());
+    in.seekg(0);
+    bytes.resize(size > 0 ? static_cast<std::size_t>(size) : 0);
+    if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) return "cannot read it";
+    if (bytes.empty()) return "an empty file";
+    return "";
+}
+
 #if FSTORE_WITH_OPENCV
+
+bool starts_with(const std::vector<std::uint8_t>& bytes, const char* magic, std::size_t length) {
+    return bytes.size() >= length && std::memcmp(bytes.data(), magic, length) == 0;
+}
+
+// ---- where OpenCV's decoders differ from PIL's ------------------------------------------
+
+// PNM with a maxval below 255. PIL scales every sample to round(v / maxval * 255) (Python's
+// round: ties to even). OpenCV keeps binary samples (P5/P6) raw and scales ASCII ones
+// (P2/P3) to v * 255 / maxval, truncated. Returns the maxval, 0 when the file has no such
+// maxval (255, a bitmap, or not parsable here: OpenCV's result then stands); `ascii` says
+// which of the two OpenCV did.
+int pnm_small_maxval(const std::vector<std::uint8_t>& bytes, bool& ascii) {
+    if (bytes.size() < 3 || bytes[0] != 'P') return 0;
+    const char kind = static_cast<char>(bytes[1]);
+    if (kind != '2' && kind != '3' && kind != '5' && kind != '6') return 0;
+    ascii = kind == '2' || kind == '3';
+    std::size_t at = 2;
+    long values[3] = {0, 0, 0};
+    for (long& value : values) {
+        while (at < bytes.size()) {  // whitespace and comments
+            if (bytes[at] == '#') {
+                while (at < bytes.size() && bytes[at] != '\n' && bytes[at] != '\r') ++at;
+            } else if (std::isspace(bytes[at])) {
+                ++at;
+            } else {
+                break;
+            }
+        }
+        if (at >= bytes.size() || !std::isdigit(bytes[at])) return 0;
+        while (at < bytes.size() && std::isdigit(bytes[at]) && value < 100000) value = value * 10 + (bytes[at++] - '0');
+    }
+    return values[2] > 0 && values[2] < 255 ? static_cast<int>(values[2]) : 0;
+}
+
+void scale_pnm_samples(cv::Mat& image, int maxval, bool ascii) {
+    cv::Mat table(1, 256, CV_8U);
+    for (int v = 0; v < 256; ++v) table.at<std::uint8_t>(v) = static_cast<std::uint8_t>(v);
+    for (int v = 0; v < 256; ++v) {
+        // The same double operations as Python's v / maxval * 255.
+        const double scaled = std::min(std::nearbyint(static_cast<double>(v) / maxval * 255.0), 255.0);
+        if (!ascii) {
+            table.at<std::uint8_t>(v) = static_cast<std::uint8_t>(scaled);
+        } else if (v <= maxval) {
+            table.at<std::uint8_t>(v * 255 / maxval) = static_cast<std::uint8_t>(scaled);
+        }
+    }
+    cv::LUT(image, table, image);
+}
+
+// 16-bit BMP: OpenCV widens 5-bit samples by v << 3 (6-bit green by v << 2), PIL by
+// v * 255 / 31 (/ 63). Returns the green bits (5 or 6), or 0 when the file is not one.
+int bmp16_green_bits(const std::vector<std::uint8_t>& bytes) {
+    if (bytes.size() < 58 || bytes[0] != 'B' || bytes[1] != 'M') return 0;
+    auto u16 = [&](std::size_t at) { return bytes[at] | (bytes[at + 1] << 8); };
+    auto u32 = [&](std::size_t at) {
+        return static_cast<std::uint32_t>(u16(at)) | (static_cast<std::uint32_t>(u16(at + 2)) << 16);
+    };
+    const std::uint32_t header = u32(14);
+    if (header < 40 || u16(28) != 16) return 0;
+    const std::uint32_t compression = u32(30);
+    if (compression == 0) return 5;                          // BI_RGB: 5-5-5
+    if (compression == 3 && bytes.size() >= 66) {            // BI_BITFIELDS: masks after the 40 bytes
+        if (u32(54) == 0xF800 && u32(58) == 0x07E0) return 6;  // 5-6-5
+        if (u32(54) == 0x7C00 && u32(58) == 0x03E0) return 5;
+    }
+    return 0;
+}
+
+void widen_bmp16_samples(cv::Mat& bgr, int green_bits) {
+    cv::Mat table(1, 256, CV_8UC3);
+    for (int v = 0; v < 256; ++v) {
+        const auto five = static_cast<std::uint8_t>((v >> 3) * 255 / 31);
+        const auto green = green_bits == 6 ? static_cast<std::uint8_t>((v >> 2) * 255 / 63) : five;
+        table.at<cv::Vec3b>(v) = cv::Vec3b(five, green, five);
+    }
+    cv::LUT(bgr, table, bgr);
+}
+
+// OpenCV reads TIFFs with alpha through libtiff's RGBA interface, which premultiplies the
+// colours by alpha; PIL drops alpha and keeps the colours. Opaque pixels are the same, others
+// cannot be recovered.
+bool has_transparency(const cv::Mat& bgra) {
+    std::vector<cv::Mat> planes;
+    cv::split(bgra, planes);
+    double lowest = 255;
+    cv::minMaxLoc(planes[3], &lowest);
+    return lowest < 255;
+}
+
+std::string decode_with_opencv(const std::string& path, const std::vector<std::uint8_t>& bytes, DecodedImage& out) {
+    // OpenCV's decoders log through OpenCV's logger (libtiff's warnings included): the
+    // caller reports what matters, in one line. The level is process-wide, set once.
+    static std::once_flag quiet;
+    std::call_once(quiet, [] { cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT); });
     cv::Mat image;
     try {
         // UNCHANGED keeps the depth visible, so 16-bit files are refused, not silently scaled.
-        image = cv::imread(path, cv::IMREAD_UNCHANGED);
+        const cv::Mat encoded(1, static_cast<int>(bytes.size()), CV_8U, const_cast<std::uint8_t*>(bytes.data()));
+        image = cv::imdecode(encoded, cv::IMREAD_UNCHANGED);
     } catch (const cv::Exception& e) {
         return std::string("OpenCV failed: ") + e.what();
     }
@@ -40,6 +166,16 @@ std::string decode_image_file(const std::string& path, DecodedImage& out) {
     if (channels < 1 || channels > 4) {
         throw DataError("image '" + path + "' has " + std::to_string(channels) +
                         " channels: use gray, RGB or RGBA images");
+    }
+    const bool tiff = starts_with(bytes, "II*\0", 4) || starts_with(bytes, "MM\0*", 4);
+    if (tiff && channels == 4 && has_transparency(image)) {
+        throw DataError("image '" + path + "' is a TIFF with transparency, whose colours OpenCV cannot read "
+                        "unchanged: save it without alpha, or as PNG");
+    }
+    bool ascii = false;
+    if (const int maxval = pnm_small_maxval(bytes, ascii); maxval != 0) scale_pnm_samples(image, maxval, ascii);
+    if (channels == 3) {
+        if (const int green_bits = bmp16_green_bits(bytes); green_bits != 0) widen_bmp16_samples(image, green_bits);
     }
     out.height = image.rows;
     out.width = image.cols;
@@ -55,6 +191,20 @@ std::string decode_image_file(const std::string& path, DecodedImage& out) {
         default: cv::cvtColor(image, dst, cv::COLOR_BGRA2RGB); break;
     }
     return "";
+}
+
+#endif  // FSTORE_WITH_OPENCV
+
+}  // namespace
+
+std::string decode_image_file(const std::string& path, DecodedImage& out) {
+    std::vector<std::uint8_t> bytes;
+    if (std::string reason = read_file(path, bytes); !reason.empty()) return reason;
+#if FSTORE_WITH_OPENCV
+    if (starts_with(bytes, "\x89PNG\r\n\x1a\n", 8)) return detail::decode_png(path, bytes, out);
+    if (starts_with(bytes, "\xFF\xD8\xFF", 3)) return detail::decode_jpeg(path, bytes, out);
+    if (starts_with(bytes, "GIF8", 4)) return "a GIF, which fstore does not decode: convert it to PNG";
+    return decode_with_opencv(path, bytes, out);
 #else
     (void)out;
     return image_files_unsupported_reason();

@@ -45,7 +45,11 @@ EmbedResult embed(ClipModel& model, const EmbedRequest& request) {
         for (std::size_t i = 0; i < request.image_paths.size(); ++i) {
             const std::string& path = request.image_paths[i];
             std::error_code ec;
-            if (!std::filesystem::is_regular_file(path, ec)) throw NotFoundError("image '" + path + "' not found: check the path");
+            if (!std::filesystem::exists(path, ec)) throw NotFoundError("image '" + path + "' not found: check the path");
+            if (std::filesystem::is_directory(path, ec)) {
+                throw UsageError("--image '" + path + "' is a directory: pass image files (a folder of images is "
+                                 "fstore build --images DIR --labels CSV)");
+            }
             if (const std::string reason = decode_image_file(path, image); !reason.empty()) {
                 throw DataError("cannot decode image '" + path + "' (" + reason +
                                 "): use an 8-bit PNG, JPEG, BMP or TIFF file");

@@ -144,6 +144,7 @@ with tempfile.TemporaryDirectory() as tmp:
             (["embed", "--model", tiny], 2, "nothing to embed"),
             (["embed", "--model", tiny, "--image", os.path.join(tmp, "missing.png")], 3, "missing.png"),
             (["embed", "--model", tiny, "--image", not_zip], 7, "cannot decode"),
+            (["embed", "--model", tiny, "--image", tmp], 2, "is a directory"),
             (["model-info", "--model", tiny, "--device", "tpu"], 2, "--device"),
             # --out is checked as fstore-access's: a name, the .npz extension, its directory
             (["embed", "--model", tiny, "--text", "a", "--out", ""], 2, "--out needs a file name"),

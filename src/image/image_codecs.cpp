@@ -1,0 +1,200 @@
+// PNG and JPEG decoding through libpng and libjpeg, the way PIL decodes them.
+//
+// Both libraries report errors by longjmp. Every object with a destructor in the decoding
+// functions is constructed before their setjmp, so a longjmp back to it skips none; the
+// callbacks only write into fixed buffers.
+#include "image_codecs.hpp"
+
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+#include <jpeglib.h>
+#include <jerror.h>
+#include <png.h>
+
+#include "fstore/error.hpp"
+
+namespace fstore::detail {
+
+std::string check_image_size(std::uint64_t width, std::uint64_t height) {
+    if (width == 0 || height == 0) return "an image of no pixels";
+    if (width > max_image_pixels / height) {
+        return std::to_string(width) + "x" + std::to_string(height) + " pixels, more than PIL opens (" +
+               std::to_string(max_image_pixels) + "): downscale it";
+    }
+    return "";
+}
+
+namespace {
+
+[[noreturn]] void throw_too_deep(const std::string& path, int bits) {
+    throw DataError("image '" + path + "' has " + std::to_string(bits) +
+                    "-bit samples: only 8-bit images are supported; convert it to 8 bits");
+}
+
+// ---- PNG --------------------------------------------------------------------------------
+
+struct PngInput {
+    const std::uint8_t* data = nullptr;
+    std::size_t size = 0;
+    std::size_t position = 0;
+    char error[256] = {};
+};
+
+void png_read_from_memory(png_structp png, png_bytep destination, png_size_t length) {
+    auto* input = static_cast<PngInput*>(png_get_io_ptr(png));
+    if (length > input->size - input->position) png_error(png, "the file ends early (truncated)");
+    std::memcpy(destination, input->data + input->position, length);
+    input->position += length;
+}
+
+void png_on_error(png_structp png, png_const_charp message) {
+    auto* input = static_cast<PngInput*>(png_get_error_ptr(png));
+    std::snprintf(input->error, sizeof input->error, "%s", message);
+    png_longjmp(png, 1);
+}
+
+// libpng's warnings (a damaged ancillary chunk, an sRGB profile it dislikes) do not stop it
+// or PIL, and must not reach the terminal.
+void png_on_warning(png_structp, png_const_charp) {}
+
+struct PngHandles {
+    png_structp png = nullptr;
+    png_infop info = nullptr;
+    ~PngHandles() { png_destroy_read_struct(&png, info != nullptr ? &info : nullptr, nullptr); }
+};
+
+// ---- JPEG -------------------------------------------------------------------------------
+
+struct JpegErrors {
+    jpeg_error_mgr manager;  // first: libjpeg hands back a pointer to it
+    std::jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+    bool truncated;
+};
+
+void jpeg_on_error(j_common_ptr codec) {
+    auto* errors = reinterpret_cast<JpegErrors*>(codec->err);
+    (*codec->err->format_message)(codec, errors->message);
+    std::longjmp(errors->jump, 1);
+}
+
+// Warnings are kept off stderr; the one that says the data ran out marks the image truncated.
+void jpeg_on_message(j_common_ptr codec, int level) {
+    if (level < 0 && codec->err->msg_code == JWRN_JPEG_EOF) reinterpret_cast<JpegErrors*>(codec->err)->truncated = true;
+}
+
+struct JpegHandle {
+    jpeg_decompress_struct codec{};  // zeroed: destroying it before jpeg_create_decompress is a no-op
+    ~JpegHandle() { jpeg_destroy_decompress(&codec); }
+};
+
+// Pillow's MULDIV255: a * b / 255, rounded, in integers.
+inline int multiply_divide_255(int a, int b) {
+    const int t = a * b + 128;
+    return ((t >> 8) + t) >> 8;
+}
+
+// One CMYK row as libjpeg gives it (Adobe polarity: 255 is no ink) to RGB, as PIL's
+// "CMYK;I" unpacking followed by convert("RGB") does.
+void cmyk_row_to_rgb(const std::uint8_t* cmyk, std::uint8_t* rgb, std::size_t width) {
+    for (std::size_t x = 0; x < width; ++x, cmyk += 4, rgb += 3) {
+        const int not_black = cmyk[3];  // 255 - K
+        for (int c = 0; c < 3; ++c) {
+            const int value = not_black - multiply_divide_255(255 - cmyk[c], not_black);
+            rgb[c] = static_cast<std::uint8_t>(value < 0 ? 0 : value);
+        }
+    }
+}
+
+}  // namespace
+
+std::string decode_png(const std::string& path, const std::vector<std::uint8_t>& bytes, DecodedImage& out) {
+    PngInput input;
+    input.data = bytes.data();
+    input.size = bytes.size();
+    PngHandles handles;
+    std::vector<png_bytep> rows;
+    handles.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &input, png_on_error, png_on_warning);
+    if (handles.png == nullptr) throw std::bad_alloc();
+    handles.info = png_create_info_struct(handles.png);
+    if (handles.info == nullptr) throw std::bad_alloc();
+    if (setjmp(png_jmpbuf(handles.png))) return std::string("not a readable PNG (") + input.error + ")";
+
+    png_set_read_fn(handles.png, &input, png_read_from_memory);
+    // PIL's own limit applies (check_image_size), not libpng's default of 1,000,000 columns.
+    png_set_user_limits(handles.png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+    png_read_info(handles.png, handles.info);
+    png_uint_32 width = 0, height = 0;
+    int bit_depth = 0, color_type = 0;
+    png_get_IHDR(handles.png, handles.info, &width, &height, &bit_depth, &color_type, nullptr, nullptr, nullptr);
+    if (bit_depth > 8) throw_too_deep(path, bit_depth);
+    if (auto too_big = check_image_size(width, height); !too_big.empty()) return too_big;
+
+    // PIL's convert("RGB") / convert("L"): palette colours (transparency ignored), 1/2/4-bit
+    // gray scaled (x255, x85, x17), alpha dropped; gamma chunks are not applied.
+    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(handles.png);
+    if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(handles.png);
+    png_set_strip_alpha(handles.png);
+    png_set_interlace_handling(handles.png);
+    png_read_update_info(handles.png, handles.info);
+    const int channels = png_get_channels(handles.png, handles.info);
+    if (channels != 1 && channels != 3) return "not a readable PNG (" + std::to_string(channels) + " channels after expansion)";
+
+    out.width = static_cast<int>(width);
+    out.height = static_cast<int>(height);
+    out.channels = channels;
+    const std::size_t stride = static_cast<std::size_t>(width) * channels;
+    out.pixels.resize(stride * height);
+    rows.resize(height);
+    for (png_uint_32 y = 0; y < height; ++y) rows[y] = out.pixels.data() + y * stride;
+    png_read_image(handles.png, rows.data());
+    // What follows the image data (text chunks, IEND) is not read: PIL does not need it either.
+    return "";
+}
+
+std::string decode_jpeg(const std::string& path, const std::vector<std::uint8_t>& bytes, DecodedImage& out) {
+    JpegErrors errors{};
+    JpegHandle handle;
+    std::vector<std::uint8_t> cmyk_row;
+    jpeg_decompress_struct& codec = handle.codec;
+    codec.err = jpeg_std_error(&errors.manager);
+    errors.manager.error_exit = jpeg_on_error;
+    errors.manager.emit_message = jpeg_on_message;
+    if (setjmp(errors.jump)) return std::string("not a readable JPEG (") + errors.message + ")";
+
+    jpeg_create_decompress(&codec);
+    jpeg_mem_src(&codec, bytes.data(), static_cast<unsigned long>(bytes.size()));
+    jpeg_read_header(&codec, TRUE);
+    if (codec.data_precision != 8) throw_too_deep(path, codec.data_precision);
+    if (auto too_big = check_image_size(codec.image_width, codec.image_height); !too_big.empty()) return too_big;
+    // PIL decides by the number of components: 1 gray, 3 RGB (YCbCr or Adobe RGB), 4 CMYK.
+    const bool cmyk = codec.num_components == 4;
+    switch (codec.num_components) {
+        case 1: codec.out_color_space = JCS_GRAYSCALE; break;
+        case 3: codec.out_color_space = JCS_RGB; break;
+        case 4: codec.out_color_space = JCS_CMYK; break;
+        default: return "not a readable JPEG (" + std::to_string(codec.num_components) + " components)";
+    }
+    jpeg_start_decompress(&codec);
+
+    out.width = static_cast<int>(codec.output_width);
+    out.height = static_cast<int>(codec.output_height);
+    out.channels = cmyk ? 3 : codec.output_components;
+    const std::size_t stride = static_cast<std::size_t>(out.width) * out.channels;
+    out.pixels.resize(stride * out.height);
+    if (cmyk) cmyk_row.resize(static_cast<std::size_t>(out.width) * 4);
+    while (codec.output_scanline < codec.output_height) {
+        std::uint8_t* destination = out.pixels.data() + codec.output_scanline * stride;
+        JSAMPROW row = cmyk ? cmyk_row.data() : destination;
+        jpeg_read_scanlines(&codec, &row, 1);
+        if (cmyk) cmyk_row_to_rgb(cmyk_row.data(), destination, static_cast<std::size_t>(out.width));
+    }
+    jpeg_finish_decompress(&codec);
+    if (errors.truncated) return "truncated JPEG (the file ends before its image data does)";
+    return "";
+}
+
+}  // namespace fstore::detail

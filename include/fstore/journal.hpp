@@ -68,9 +68,16 @@ void commit(hid_t file);
 // through a later flush or the close. A failed driver write does this by itself.
 void discard(hid_t file);
 
+// Frees the journal name of `path`, a file just created there: removes a journal an earlier
+// file of that name left, or, when the journal names another file still in the directory
+// (a store renamed after its writer was killed), moves it to that file's journal name, so
+// that its next open rolls it back. fstore::IoError when it can do neither.
+void release_journal_name(const std::filesystem::path& path);
+
 // Rolls `path` back to its last commit if a journal was left behind. Returns true when it
 // found one (and rolled back what it recorded). Throws fstore::FormatError when the journal
-// is unreadable beyond its torn tail, fstore::LockedError when another process is writing
+// is unreadable beyond its torn tail, fstore::IoError when the rollback cannot write (disk full,
+// the journal's directory not writable), fstore::LockedError when another process is writing
 // `path` (its journal is live), and fstore::NotFoundError when the journal is there but
 // `path` is not. Cheap when there is no journal (one stat). Safe to repeat if it is itself
 // interrupted.

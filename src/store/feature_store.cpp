@@ -857,8 +857,9 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
             throw IoError("cannot create store " + quoted(path) + ": " + std::strerror(link_errno) +
                           ": choose a writable --h5 path");
 #ifdef FSTORE_HAVE_JOURNAL
-        // A journal under this name belonged to a store deleted since: never this new one's.
-        if (linked == 0) fs::remove(journal::journal_path(path), ec);
+        // A journal under this name is never this new store's: a deleted store's, or a renamed
+        // one's, which it is handed back to.
+        if (linked == 0) journal::release_journal_name(path);
 #endif
     }
     FeatureStore store = open(path, Access::read_write, durable);

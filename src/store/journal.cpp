@@ -618,6 +618,76 @@ herr_t fapl_free(void* info) {
     return 0;
 }
 
+// Who a journal's (intact) header says it belongs to.
+struct JournalOwner {
+    dev_t device;
+    std::uint64_t inode;
+    std::uint32_t birth;
+};
+
+std::optional<JournalOwner> journal_owner(const fs::path& jpath) {
+    Descriptor jfd(::open(jpath.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat jst {};
+    unsigned char header[header_size];
+    try {
+        if (!jfd.valid() || ::fstat(jfd.get(), &jst) != 0 ||
+            pread_full(jfd.get(), header, header_size, 0) != header_size)
+            return std::nullopt;
+    } catch (const IoFailure&) {
+        return std::nullopt;  // unreadable: not evidence of anything
+    }
+    if (std::memcmp(header, header_magic, sizeof header_magic) != 0 || crc32_of(0, header, 24) != get_u32(header + 24))
+        return std::nullopt;
+    return JournalOwner{jst.st_dev, get_u64(header + 16), get_u32(header + 28)};
+}
+
+// Whether `owner` names the file open as `fd`: its inode and a known creation stamp (an
+// inode alone may be a deleted store's, reused by this file).
+bool names_file(const JournalOwner& owner, int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || st.st_dev != owner.device || owner.inode != static_cast<std::uint64_t>(st.st_ino))
+        return false;
+    const std::uint32_t birth = birth_stamp(fd);
+    return birth != 0 && owner.birth == birth;
+}
+
+// The file in the journal's directory that its header names, if one is there (the store
+// renamed after its writer was killed, or another hard link of it).
+std::optional<fs::path> file_named_by(const fs::path& jpath, const JournalOwner& owner) {
+    std::error_code ec;
+    for (fs::directory_iterator it(directory_of(jpath), ec), end; !ec && it != end; it.increment(ec)) {
+        if (it->path().extension() == ".journal" || !it->is_regular_file(ec)) continue;
+        Descriptor fd(::open(it->path().c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+        if (fd.valid() && names_file(owner, fd.get())) return it->path();
+    }
+    return std::nullopt;
+}
+
+// `fd`, just created or truncated at `path`, starts without a journal. One left under its
+// name belongs either to the file that was there (gone, or this very file being truncated:
+// removed) or to a store renamed after a kill, still in the directory: then it is moved to
+// that store's name, where its next open rolls it back. Deleting it would leave that store
+// half-written for good.
+void clear_journal_name(int fd, const fs::path& path) {
+    const fs::path jpath = journal_path(path);
+    std::error_code ec;
+    if (!fs::exists(jpath, ec)) return;
+    const auto owner = journal_owner(jpath);
+    const auto other = owner && !names_file(*owner, fd) ? file_named_by(jpath, *owner) : std::nullopt;
+    if (!other) {
+        if (::unlink(jpath.c_str()) != 0 && errno != ENOENT) io_fail("unable to remove stale journal " + quoted(jpath));
+        return;
+    }
+    const fs::path target = journal_path(*other);
+    if (fs::exists(target, ec)) {
+        throw IoFailure{"journal " + quoted(jpath) + " belongs to " + quoted(*other) +
+                        ", which has a journal of its own: open " + quoted(*other) +
+                        " for writing once (it rolls back), then retry"};
+    }
+    if (::rename(jpath.c_str(), target.c_str()) != 0) io_fail("unable to move journal " + quoted(jpath) + " to " + quoted(target));
+    sync_directory(target);
+}
+
 H5FD_t* driver_open(const char* name, unsigned flags, hid_t fapl, haddr_t maxaddr) {
     DriverFile* result = nullptr;
     guarded("journal_open", H5E_CANTOPENFILE, [&] {
@@ -651,8 +721,7 @@ H5FD_t* driver_open(const char* name, unsigned flags, hid_t fapl, haddr_t maxadd
                 if ((flags & H5F_ACC_TRUNC) && ::ftruncate(fd.get(), 0) != 0)
                     io_fail("unable to truncate " + quoted(path));
                 // A journal of an earlier file by this name must not touch the new one.
-                if (::unlink(journal_path(path).c_str()) != 0 && errno != ENOENT)
-                    io_fail("unable to remove stale journal " + quoted(journal_path(path)));
+                clear_journal_name(fd.get(), path);
             } else if (const auto journal = find_journal(path)) {
                 roll_back(fd.get(), path, *journal);  // a killed writer's transaction
             }
@@ -811,38 +880,16 @@ std::optional<std::filesystem::path> find_journal(const std::filesystem::path& p
     const fs::path own = journal_path(path);
     if (fs::exists(own, ec)) return own;
     struct stat file_st {};
-    std::uint32_t file_birth = 0;
     // Not a store file (a FIFO would block the open below): no journal of its own.
     if (::stat(path.c_str(), &file_st) != 0 || !S_ISREG(file_st.st_mode)) return std::nullopt;
-    {
-        Descriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-        if (!fd.valid() || ::fstat(fd.get(), &file_st) != 0) return std::nullopt;
-        file_birth = birth_stamp(fd.get());
-    }
+    Descriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd.valid()) return std::nullopt;
     // A killed writer's journal under the store's old name (renamed since, or another hard
     // link in this directory): the inode in its header says whose it is.
     for (fs::directory_iterator it(directory_of(own), ec), end; !ec && it != end; it.increment(ec)) {
         const fs::path candidate = it->path();
         if (candidate.extension() != ".journal" || !it->is_regular_file(ec)) continue;
-        const auto names_this_file = [&] {
-            Descriptor jfd(::open(candidate.c_str(), O_RDONLY | O_CLOEXEC));
-            struct stat jst {};
-            unsigned char header[header_size];
-            try {
-                if (!jfd.valid() || ::fstat(jfd.get(), &jst) != 0 || jst.st_dev != file_st.st_dev ||
-                    pread_full(jfd.get(), header, header_size, 0) != header_size)
-                    return false;
-            } catch (const IoFailure&) {
-                return false;  // unreadable: not evidence of anything
-            }
-            // Only a journal that names this very file: the inode and a known creation stamp
-            // (an inode alone may be a deleted store's, reused by this file).
-            return std::memcmp(header, header_magic, sizeof header_magic) == 0 &&
-                   crc32_of(0, header, 24) == get_u32(header + 24) &&
-                   get_u64(header + 16) == static_cast<std::uint64_t>(file_st.st_ino) && file_birth != 0 &&
-                   get_u32(header + 28) == file_birth;
-        };
-        if (names_this_file()) return candidate;
+        if (const auto owner = journal_owner(candidate); owner && names_file(*owner, fd.get())) return candidate;
     }
     return std::nullopt;
 }
@@ -888,6 +935,16 @@ void commit(hid_t file) {
     }
 }
 
+void release_journal_name(const std::filesystem::path& path) {
+    Descriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd.valid()) throw IoError("cannot open " + quoted(path) + ": " + errno_text(errno) + ": check the path");
+    try {
+        clear_journal_name(fd.get(), path);
+    } catch (const IoFailure& e) {
+        throw IoError(e.message);
+    }
+}
+
 bool recover(const std::filesystem::path& path) {
     const auto found = find_journal(path);
     if (!found) return false;
@@ -909,8 +966,10 @@ bool recover(const std::filesystem::path& path) {
     try {
         return roll_back(fd.get(), path, jpath);
     } catch (const IoFailure& e) {
-        throw InternalError("rolling back " + quoted(path) + " failed: " + e.message +
-                            ": fix the disk problem and run again (recovery can be repeated)");
+        // Disk full, EIO, or a directory the journal cannot be removed from (permissions).
+        throw IoError("rolling back " + quoted(path) + " failed: " + e.message +
+                      ": fix the disk problem or the permissions of its directory, then run again "
+                      "(recovery can be repeated)");
     }
 }
 

@@ -419,6 +419,45 @@ TEST_F(Journal, JournalFollowsItsFileAndNeverTouchesAnother) {
     EXPECT_EQ(read_bytes(moved), other_bytes);
 }
 
+// After a kill, the torn store is renamed and a new one is made under the old name (keep
+// the crashed one aside, start afresh): the journal under that name is the renamed store's
+// and moves with it, whether the new file comes from H5Fcreate (the driver) or from
+// elsewhere (release_journal_name, as FeatureStore's publish-by-link does). A journal whose
+// file is gone is removed.
+TEST_F(Journal, NewFileUnderARenamedStoresNameHandsItsJournalBack) {
+    TempDir dir("hand-back");
+    const fs::path p = dir / "store.h5";
+    const fs::path moved = dir / "moved.h5";
+    const fs::path jpath = journal::journal_path(p);
+    for (const bool through_driver : {true, false}) {
+        SCOPED_TRACE(through_driver ? "H5Fcreate" : "release_journal_name");
+        fs::remove(p);
+        const std::string committed = make_committed(p);
+        crash_writer(p, true);
+        ASSERT_TRUE(fs::exists(jpath));
+        fs::rename(p, moved);
+        if (through_driver) {
+            File fresh = create_journaled(p);
+            ASSERT_TRUE(fresh.valid());
+        } else {
+            write_bytes(p, "a new file");
+            journal::release_journal_name(p);
+        }
+        EXPECT_FALSE(fs::exists(jpath));
+        EXPECT_TRUE(fs::exists(journal::journal_path(moved)));
+        EXPECT_TRUE(journal::recover(moved));
+        EXPECT_EQ(read_bytes(moved), committed) << "the renamed store lost its rollback";
+    }
+    fs::remove(p);
+    make_committed(p);
+    crash_writer(p, true);
+    fs::remove(p);  // the journal's own file is gone
+    write_bytes(p, "a new file");
+    journal::release_journal_name(p);
+    EXPECT_FALSE(fs::exists(jpath));
+    EXPECT_EQ(read_bytes(p), "a new file");
+}
+
 // A deleted store's inode is often reused by the next file made in its directory; the
 // journal's creation stamp tells the two apart. A journal whose stamp is not its file's
 // (what a reused inode looks like) is neither found under another name nor applied under

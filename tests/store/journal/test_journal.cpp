@@ -25,6 +25,7 @@
 #include "fstore/error.hpp"
 #include "fstore/h5.hpp"
 #include "fstore/journal.hpp"
+#include "../../common/child_process.hpp"
 
 namespace fs = std::filesystem;
 namespace journal = fstore::journal;
@@ -456,6 +457,29 @@ TEST_F(Journal, NewFileUnderARenamedStoresNameHandsItsJournalBack) {
     journal::release_journal_name(p);
     EXPECT_FALSE(fs::exists(jpath));
     EXPECT_EQ(read_bytes(p), "a new file");
+}
+
+// A rollback by a user who may write the store but not its directory (the journal cannot be
+// removed) is an I/O error naming the permissions (exit 10), not an internal error; it can be
+// repeated once the directory is writable.
+TEST_F(Journal, RollbackInAnUnwritableDirectoryIsAnIoError) {
+    TempDir dir("unwritable");
+    const fs::path locked = dir / "locked";
+    fs::create_directory(locked);
+    const fs::path p = locked / "store.h5";
+    const std::string committed = make_committed(p);
+    crash_writer(p, true);
+    ASSERT_EQ(::chown(p.c_str(), 65534, 65534), ::geteuid() == 0 ? 0 : -1);
+    fs::permissions(locked, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                fs::perms::others_read | fs::perms::others_exec);
+    fs::permissions(p, fs::perms::all);
+    if (::geteuid() != 0) fs::permissions(locked, fs::perms::owner_read | fs::perms::owner_exec);
+    const auto outcome = fstore::test::run_unprivileged([&] { journal::recover(p); });
+    fs::permissions(locked, fs::perms::owner_all);
+    EXPECT_EQ(outcome.exit_code, static_cast<int>(fstore::ExitCode::io)) << outcome.message;
+    EXPECT_NE(outcome.message.find("permissions of its directory"), std::string::npos) << outcome.message;
+    EXPECT_TRUE(journal::recover(p));
+    EXPECT_EQ(read_bytes(p), committed);
 }
 
 // A deleted store's inode is often reused by the next file made in its directory; the

@@ -689,6 +689,11 @@ h5::File open_file(const fs::path& path, bool writable, bool durable) {
         throw LockedError("store " + quoted(path) +
                           " is open in another process (a writer, or readers); wait for it to "
                           "finish before writing");
+    // The file system refused a read or write (HDF5 rewrites the superblock when it opens a
+    // file for writing: a full disk fails there).
+    if (failure.io)
+        throw IoError("cannot open store " + quoted(path) + ": " + failure.reason +
+                      ": free space or fix the disk, then rerun");
     throw FormatError("cannot open store " + quoted(path) + ": " +
                       (failure.reason.empty() ? "HDF5 refused it" : failure.reason) +
                       "; check that the file is complete");
@@ -821,9 +826,12 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
             impl.path = temp;
             impl.layout = layout;
             const hid_t id = H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-            if (id < 0)
-                throw IoError("cannot create store " + quoted(path) + ": " + h5::last_failure().reason +
-                              ": choose a writable --h5 path");
+            if (id < 0) {
+                const std::string reason = h5::last_failure().reason;
+                fs::remove(temp, ec);  // H5Fcreate may have made it before failing
+                throw IoError("cannot create store " + quoted(path) + ": " + reason +
+                              ": free space, or choose a writable --h5 path");
+            }
             impl.file = h5::File(id);
             try {
                 for (std::size_t i = 0; i < column_count; ++i)

@@ -460,6 +460,26 @@ TEST_F(StoreTest, FailingDiskIsAnIoErrorAndKeepsCommittedRows) {
     EXPECT_EQ(store.rows(), 3);
 }
 
+// Opening for writing writes too (HDF5 rewrites the superblock; the journal records it): on a
+// full disk (a 40-byte file-size limit here) that is an I/O error, not "check that the file
+// is complete"; a failed create leaves no temporary file behind.
+TEST_F(StoreTest, FullDiskAtOpenOrCreateIsAnIoError) {
+    { make_store(3, 0); }
+    const auto opened = fstore::test::run_under_file_limit(40, [&] {
+        FeatureStore::open(path_, FeatureStore::Access::read_write);
+    });
+    EXPECT_EQ(opened.exit_code, static_cast<int>(fstore::ExitCode::io)) << opened.message;
+    EXPECT_NE(opened.message.find("free space"), std::string::npos) << opened.message;
+    const fs::path fresh = path_.parent_path() / "fresh.h5";
+    const auto created = fstore::test::run_under_file_limit(40, [&] {
+        FeatureStore::open_or_create(fresh, {D, T});
+    });
+    EXPECT_EQ(created.exit_code, static_cast<int>(fstore::ExitCode::io)) << created.message;
+    for (const auto& entry : fs::directory_iterator(path_.parent_path()))
+        EXPECT_EQ(entry.path().filename().string().find("fresh.h5"), std::string::npos) << entry.path();
+    EXPECT_EQ(FeatureStore::open(path_, FeatureStore::Access::read_write).rows(), 3);
+}
+
 // Replacing a template deletes the old group first: if writing the new one then fails, the
 // old one must come back (the change is rolled back), not a half-written group be committed.
 TEST_F(StoreTest, FailedTemplateReplacementKeepsTheOldTemplate) {

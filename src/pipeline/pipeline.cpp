@@ -674,16 +674,30 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
                 } else if (seg.resumed > 0) {
                     done = source->skip(seg.resumed);  // not recorded: count readable samples
                 }
+                std::int64_t queued_entries = source->entry_position() - split_start;
                 while (!halted() && source->current_split() == split && done < seg.expected) {
                     const auto want = static_cast<std::size_t>(
                         std::min<std::int64_t>(static_cast<std::int64_t>(batch_size), seg.expected - done));
                     const std::size_t got = source->next_batch(want, samples);
-                    if (got == 0) break;
+                    const std::int64_t entries = source->entry_position() - split_start;
+                    if (got == 0) {
+                        // Only unreadable images were left: their entries go on record in a
+                        // batch of no rows, as they would have in a bigger batch, so that a
+                        // resume skips them whatever --batch-size was.
+                        if (entries > queued_entries) {
+                            PixelBatch tail;
+                            tail.segment = seg_index;
+                            tail.entries = entries;
+                            if (!pixel_queue.push(std::move(tail))) return;
+                        }
+                        break;
+                    }
                     done += static_cast<std::int64_t>(got);
+                    queued_entries = entries;
                     PixelBatch batch;
                     batch.rows = static_cast<std::int64_t>(got);
                     batch.segment = seg_index;
-                    batch.entries = source->entry_position() - split_start;
+                    batch.entries = entries;
                     if (auto spare = pixel_spares.try_pop()) batch.pixels = std::move(*spare);
                     batch.pixels.resize(got * image_floats);
                     batch.labels.resize(got);
@@ -736,7 +750,11 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
                 entries_record[seg.split] = {{"rows", seg.resumed + appended[batch->segment] + batch->rows},
                                              {"entries", batch->entries}};
                 store_->set_json_attribute(attr_source_entries, entries_record);
-                write_rows(*store_, *batch);
+                if (batch->rows > 0) {
+                    write_rows(*store_, *batch);
+                } else {
+                    store_->commit();  // entries of unreadable images only
+                }
                 spdlog::debug("image: committed, store holds {} rows", store_->rows());
                 appended[batch->segment] += batch->rows;
                 // Entries, not rows: unreadable images skipped are work done too, so a folder
@@ -777,7 +795,7 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
             target.type = OutputType::float16;
             target.cls = encoded.cls.data();
             target.tokens = encoded.tokens.data();
-            model_->encode_images(pixels->pixels.data(), pixels->rows, target);
+            if (pixels->rows > 0) model_->encode_images(pixels->pixels.data(), pixels->rows, target);
             encoded.labels = std::move(pixels->labels);
             encoded.splits = std::move(pixels->splits);
             pixel_spares.try_push(std::move(pixels->pixels));

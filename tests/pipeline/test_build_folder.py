@@ -129,6 +129,26 @@ def main():
         assert summary["total_new"] == 0 and summary["skipped_images"] == 0, summary
         assert "b4.png" not in p.stderr, p.stderr
         assert t.read(h5)["labels"].tolist() == [0, 2, 3]
+
+        # 4. An unreadable image at the end of a split, after a full batch: its entry is on
+        #    record as it is after a bigger batch, so the store does not depend on
+        #    --batch-size: not decoded again, and once fixed not appended.
+        for size in ("2", "64"):
+            tail_csv = os.path.join(tmp, "tail.csv")
+            write_image(os.path.join(images, "t0.png"), 20)
+            write_image(os.path.join(images, "t1.png"), 21)
+            write_broken(os.path.join(images, "t2.png"))
+            write_csv(tail_csv, [("t0.png", 0, "train"), ("t1.png", 1, "train"), ("t2.png", 2, "train")])
+            tail_h5 = os.path.join(tmp, "tail-%s.h5" % size)
+            summary = json.loads(t.run(folder_cmd(tail_h5, images, tail_csv, "--batch-size", size)).stdout)
+            assert summary["total_new"] == 2 and summary["skipped_images"] == 1, (size, summary)
+            p = t.run(folder_cmd(tail_h5, images, tail_csv, "--batch-size", size))
+            assert json.loads(p.stdout)["skipped_images"] == 0 and "t2.png" not in p.stderr, (size, p.stderr)
+            write_image(os.path.join(images, "t2.png"), 22)
+            assert json.loads(t.run(folder_cmd(tail_h5, images, tail_csv, "--batch-size", size)).stdout)[
+                "total_new"] == 0, size
+            assert t.read(tail_h5)["labels"].tolist() == [0, 1], size
+            t.verify(tail_h5)
     print("ok")
 
 

@@ -873,9 +873,12 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
         if (count) nonzero[name] = count;
     }
     if (attribute_ok && attribute != nonzero) {
-        report.findings.push_back("split_counts attribute " + nlohmann::json(attribute).dump() +
-                                  " differs from the counts in the complete rows of /split " +
-                                  nlohmann::json(nonzero).dump() +
+        // replace: split names of a hand-made store need not be UTF-8.
+        const auto shown = [](const std::map<std::string, std::int64_t>& counts) {
+            return nlohmann::json(counts).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        };
+        report.findings.push_back("split_counts attribute " + shown(attribute) +
+                                  " differs from the counts in the complete rows of /split " + shown(nonzero) +
                                   " (a resume would skip or repeat samples)");
     }
     report.checks.push_back("split_counts attribute equals the counts in /split");

@@ -308,7 +308,11 @@ CLI::Option* add_comma_list(CLI::App& app, const std::string& names, std::vector
         for (const auto& result : results) {
             for (std::size_t begin = 0;;) {
                 const auto comma = result.find(',', begin);
-                values.push_back(result.substr(begin, comma - begin));
+                // Trimmed as CSV split names are: "train, val" names "val".
+                std::string name = result.substr(begin, comma - begin);
+                const auto first = name.find_first_not_of(" \t");
+                name = first == std::string::npos ? std::string() : name.substr(first, name.find_last_not_of(" \t") + 1 - first);
+                values.push_back(std::move(name));
                 if (comma == std::string::npos) break;
                 begin = comma + 1;
             }

@@ -22,6 +22,38 @@ struct CsvRecord {
     int line = 0;  // 1-based line where the record starts
 };
 
+// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF), as HDF5's UTF-8 strings and Python's str need.
+bool is_utf8(const std::string& text) {
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+    const auto* end = p + text.size();
+    while (p < end) {
+        const unsigned char c = *p;
+        std::size_t extra = 0;
+        unsigned char low = 0x80, high = 0xBF;  // the allowed range of the second byte
+        if (c < 0x80) extra = 0;
+        else if (c >= 0xC2 && c <= 0xDF) extra = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            extra = 2;
+            if (c == 0xE0) low = 0xA0;
+            if (c == 0xED) high = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            extra = 3;
+            if (c == 0xF0) low = 0x90;
+            if (c == 0xF4) high = 0x8F;
+        } else {
+            return false;
+        }
+        if (static_cast<std::size_t>(end - p) <= extra) return false;  // cut short
+        for (std::size_t k = 1; k <= extra; ++k) {
+            const unsigned char b = p[k];
+            if (k == 1 ? (b < low || b > high) : (b < 0x80 || b > 0xBF)) return false;
+        }
+        p += extra + 1;
+    }
+    return true;
+}
+
 // RFC 4180: fields separated by commas, optionally quoted with "; "" inside quotes is a
 // quote; quoted fields may hold commas and newlines; CRLF or LF line ends.
 std::vector<CsvRecord> parse_csv(const std::string& text, const std::string& path) {
@@ -163,13 +195,23 @@ public:
             if (!label.empty()) {
                 const char* b = label.data();
                 const char* e = b + label.size();
-                auto [ptr, err] = std::from_chars(b + (label[0] == '+' ? 1 : 0), e, row.label);
+                // A leading '+' as Python's int() takes it; not "+-5".
+                const bool plus = label.size() > 1 && label[0] == '+' && label[1] != '-';
+                auto [ptr, err] = std::from_chars(b + (plus ? 1 : 0), e, row.label);
                 if (err != std::errc() || ptr != e) {
                     throw FormatError(where + ": label '" + label + "' is not an integer: labels are class indices");
                 }
             }
             std::string split = trim(field(col_split));
             if (split.empty()) split = "train";
+            // Split names are stored as UTF-8 strings and read back by name.
+            if (!is_utf8(split)) {
+                throw FormatError(where + ": split '" + split + "' is not UTF-8 text: save the CSV as UTF-8");
+            }
+            if (split == "all") {
+                throw FormatError(where + ": split 'all' is reserved (fstore-access batch --split all reads every "
+                                  "split): rename it in the CSV");
+            }
             if (!by_split.count(split)) order.push_back(split);
             by_split[split].push_back(std::move(row));
         }

@@ -54,7 +54,8 @@ std::string now_local() {
 }
 
 // json.dumps() formatting (", " and ": " separators, ASCII escapes, insertion order), so
-// JSON attributes read back byte-identical to what the Python reference writes.
+// JSON attributes read back byte-identical to what the Python reference writes. Bytes that
+// are not UTF-8 (split names of a hand-made store) become U+FFFD rather than an exception.
 void python_dumps(const nlohmann::ordered_json& value, std::string& out) {
     if (value.is_object()) {
         out += '{';
@@ -62,7 +63,7 @@ void python_dumps(const nlohmann::ordered_json& value, std::string& out) {
         for (const auto& [key, item] : value.items()) {
             if (!first) out += ", ";
             first = false;
-            out += nlohmann::ordered_json(key).dump(-1, ' ', true);
+            out += nlohmann::ordered_json(key).dump(-1, ' ', true, nlohmann::ordered_json::error_handler_t::replace);
             out += ": ";
             python_dumps(item, out);
         }
@@ -77,7 +78,7 @@ void python_dumps(const nlohmann::ordered_json& value, std::string& out) {
         }
         out += ']';
     } else {
-        out += value.dump(-1, ' ', true);
+        out += value.dump(-1, ' ', true, nlohmann::ordered_json::error_handler_t::replace);
     }
 }
 

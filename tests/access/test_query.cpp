@@ -739,7 +739,7 @@ TEST(Verify, ReportsEachBreakage) {
         {"lengths", "different lengths"},   {"ids", "ids are not 0..N-1"},
         {"split_counts", "split_counts"},   {"template_k", "attribute K=16"},
         {"template_t", "attribute T_txt=8"}, {"texts_hash", "texts_hash"},
-        {"torn_tail", "are incomplete"},
+        {"torn_tail", "are incomplete"},       {"split_bytes", "differs from the counts"},
         {"stale_template", "template 'concept_prompts_t02' is not one of the prompt set's"},
         {"stale_concepts", "template 'concept_prompts_t01' holds other texts than the store's prompt attributes"},
     };

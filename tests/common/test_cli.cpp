@@ -132,6 +132,9 @@ TEST(CliConventions, CommaListsKeepEmptyNamesForTheCommandToRefuse) {
     EXPECT_EQ(tool.splits, (std::vector<std::string>{"train", "", "val", ""}));
     ASSERT_EQ(tool.parse({"build", "--splits", ""}), std::nullopt) << tool.err;
     EXPECT_EQ(tool.splits, (std::vector<std::string>{""}));
+    // Trimmed as CSV split names are; blanks alone are an empty name.
+    ASSERT_EQ(tool.parse({"build", "--splits", " train, val ,\t, "}), std::nullopt) << tool.err;
+    EXPECT_EQ(tool.splits, (std::vector<std::string>{"train", "val", "", ""}));
     ASSERT_EQ(tool.parse({"build", "--splits", "train", "val,test", "--json"}), std::nullopt) << tool.err;
     EXPECT_EQ(tool.splits, (std::vector<std::string>{"train", "val", "test"}));
     EXPECT_TRUE(tool.json);

@@ -189,6 +189,25 @@ TEST_F(FolderTest, BadCsvAndMissingPaths) {
     } catch (const FormatError& e) {
         EXPECT_NE(std::string(e.what()).find("line 3 holds a NUL byte"), std::string::npos) << e.what();
     }
+    // Split names are stored as UTF-8 and read back by name: others, and the reader's "all",
+    // are refused with the line; labels take one sign.
+    const auto format_error = [&](const std::string& text) {
+        try {
+            open_image_folder({images, write_csv(text), {}, false, nullptr});
+        } catch (const FormatError& e) {
+            return std::string(e.what());
+        }
+        return std::string("no FormatError");
+    };
+    EXPECT_NE(format_error("path,label,split\na.png,1,val\xE9\n").find("line 2: split 'val"), std::string::npos);
+    EXPECT_NE(format_error("path,label,split\na.png,1,\xED\xA0\x80\n").find("is not UTF-8 text"), std::string::npos);
+    EXPECT_NE(format_error("path,label,split\na.png,1,\xF0\x9F\x98\n").find("is not UTF-8 text"), std::string::npos);
+    EXPECT_NE(format_error("path,label,split\na.png,1,train\nb.png,2,all\n").find("line 3: split 'all' is reserved"),
+              std::string::npos);
+    EXPECT_NE(format_error("path,label\na.png,+-5\n").find("is not an integer"), std::string::npos);
+    EXPECT_EQ(open_image_folder({images, write_csv("path,label,split\na.png,+5,v\xC3\xA4l \xF0\x9F\x98\x80\n"), {},
+                                 false, nullptr})->splits().at(0).name,
+              "v\xC3\xA4l \xF0\x9F\x98\x80");
     EXPECT_THROW(open_image_folder({images, dir / "nope.csv", {}, false, nullptr}), NotFoundError);
     EXPECT_THROW(open_image_folder({dir / "nodir", write_csv("path,label\na.png,1\n"), {}, false, nullptr}), NotFoundError);
     // A file where a folder belongs (and the reverse) is named as such, not as missing.

@@ -253,6 +253,15 @@ def _break_stale_concepts(f):
     f.attrs["concept_texts"] = json.dumps(json.loads(f.attrs["concept_texts"])[::-1])
 
 
+def _break_split_bytes(f):
+    # A hand-made store whose last split name is not UTF-8 (bytes in an S8 dataset): the
+    # counts in split_counts then cannot match; verify reports it (it used to exit 70).
+    names = [s.decode() if isinstance(s, bytes) else s for s in f["split"][:]]
+    del f["split"]
+    data = [n.encode() for n in names[:-1]] + [b"v\xe4l"]
+    f.create_dataset("split", data=np.array(data, dtype="S8"), maxshape=(None,))
+
+
 BREAKAGES = {
     "lengths": _break_lengths,            # labels one row shorter than the others
     "ids": _break_ids,                    # ids not 0..N-1
@@ -263,6 +272,7 @@ BREAKAGES = {
     "texts_hash": _break_texts_hash,      # hash does not match texts
     "stale_template": _break_stale_template,  # a template of an earlier prompt set
     "stale_concepts": _break_stale_concepts,  # templates of an earlier concept list
+    "split_bytes": _break_split_bytes,    # a split name that is not UTF-8
 }
 
 

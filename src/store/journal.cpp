@@ -410,8 +410,11 @@ public:
         try {
             save_old_bytes(addr, addr + size);
             pwrite_full(fd(), buffer, size, addr);
+        } catch (const IoFailure& e) {
+            fail_transaction(e.message);
+            throw;
         } catch (...) {
-            failed_ = true;
+            fail_transaction("");
             throw;
         }
         eof_ = std::max<haddr_t>(eof_, addr + size);
@@ -425,8 +428,11 @@ public:
             while (::ftruncate(fd(), static_cast<off_t>(eoa_)) != 0) {
                 if (errno != EINTR) io_fail("cannot resize " + quoted(path_));
             }
+        } catch (const IoFailure& e) {
+            fail_transaction(e.message);
+            throw;
         } catch (...) {
-            failed_ = true;
+            fail_transaction("");
             throw;
         }
         eof_ = eoa_;
@@ -436,10 +442,12 @@ public:
     void discard() { failed_ = true; }
 
     void commit() {
+        // The first failure's own words: HDF5 often drops them (a chunk written back when a
+        // dataset closes), and "No space left on device" is what the user needs to read.
         if (failed_)
-            throw IoFailure{"a write to " + quoted(path_) +
-                            " failed or was discarded since the last commit; it is rolled back "
-                            "to that commit when closed"};
+            throw IoFailure{(failure_.empty() ? "the transaction of " + quoted(path_) + " was discarded"
+                                              : "a write to " + quoted(path_) + " failed (" + failure_ + ")") +
+                            " since the last commit; it is rolled back to that commit when closed"};
         if (!journal_fd_.valid()) {
             committed_eof_ = eof_;
             return;
@@ -453,6 +461,7 @@ public:
         journal_size_ = 0;
         saved_.clear();
         failed_ = false;
+        failure_.clear();
     }
 
     // H5Fclose has flushed everything: a clean close commits, as sec2 would keep it. If a
@@ -565,6 +574,12 @@ private:
     IntervalSet saved_;
     std::vector<unsigned char> scratch_;
     bool failed_ = false;  // a write or truncate failed since the last commit
+    std::string failure_;  // the first of those failures, in the driver's words
+
+    void fail_transaction(const std::string& message) {
+        if (!failed_ && failure_.empty()) failure_ = message;
+        failed_ = true;
+    }
 };
 
 // HDF5 keeps the public part first and hands it back to every callback.
@@ -931,7 +946,7 @@ void commit(hid_t file) {
         open.commit();
     } catch (const IoFailure& e) {
         throw IoError("commit failed: " + e.message +
-                      ": the batch is not committed; check the disk, then rerun to resume");
+                      ": nothing since that commit is kept; free space or fix the disk, then rerun to resume");
     }
 }
 

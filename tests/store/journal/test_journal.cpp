@@ -577,6 +577,25 @@ TEST_F(Journal, CloseAfterAFailedWriteRollsBack) {
     EXPECT_EQ(read_bytes(p), committed);
 }
 
+// HDF5 often drops a write's error (a chunk written back as its dataset closes); the commit
+// that follows still fails, and says why in the words of the first failed write.
+TEST_F(Journal, CommitAfterAFailedWriteNamesTheFailure) {
+    TempDir dir("commit-failed");
+    const fs::path p = dir / "store.h5";
+    const std::string committed = make_committed(p);
+    const auto outcome = fstore::test::run_under_file_limit(committed.size() + 65536, [&] {
+        File f = open_journaled(p);
+        Dataset d(H5Dopen2(f.get(), "rows", H5P_DEFAULT));
+        append_rows(d.get(), 20000, cols);  // fails, now or when the dataset closes
+        d.reset();
+        H5Fflush(f.get(), H5F_SCOPE_GLOBAL);
+        journal::commit(f.get());
+    });
+    EXPECT_EQ(outcome.exit_code, static_cast<int>(fstore::ExitCode::io)) << outcome.message;
+    EXPECT_NE(outcome.message.find("(write failed: File too large)"), std::string::npos) << outcome.message;
+    EXPECT_EQ(read_bytes(p), committed);
+}
+
 TEST_F(Journal, RecoveryCanBeRepeatedAfterBeingInterrupted) {
     TempDir dir("repeat");
     const fs::path p = dir / "store.h5";

@@ -292,8 +292,12 @@ int main(int argc, char** argv) {
     auto* emb = app.add_subcommand("embed", "Encode prompts and/or image files");
     emb->fallthrough();  // global options (--log-level) may follow the subcommand, as for build
     embed_args.add_to(*emb);
-    emb->add_option("--text", request.texts, "a prompt (repeatable; encoded as one padded batch)");
-    emb->add_option("--image", request.image_paths, "an 8-bit image file (repeatable)");
+    // One prompt per --text: `--text a photo of a cell` unquoted would be five prompts.
+    emb->add_option("--text", request.texts, "a prompt (repeat --text for more; encoded as one padded batch)")
+        ->expected(1)
+        ->allow_extra_args(false)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    emb->add_option("--image", request.image_paths, "image files (--image a.png b.png, or repeat --image)");
     emb->add_option("--out", out, "write input_ids, text_cls, text_tokens, image_cls, image_tokens to this .npz");
     emb->add_option("--dtype", dtype, "float32 | float16 output")->capture_default_str()
         ->check(CLI::IsMember({"float32", "float16"}));

@@ -254,10 +254,42 @@ void set_help_footers(CLI::App& app, const std::vector<std::string>& examples,
     }
 }
 
+namespace {
+
+// Whether `word` (up to any '=') names an option of `app` or of any of its subcommands.
+bool names_an_option(const CLI::App& app, const std::string& word) {
+    if (word.size() < 2 || word[0] != '-') return false;
+    const std::string name = word.substr(0, word.find('='));
+    if (app.get_option_no_throw(name) != nullptr) return true;
+    const auto subcommands = const_cast<CLI::App&>(app).get_subcommands([](CLI::App*) { return true; });
+    return std::any_of(subcommands.begin(), subcommands.end(),
+                       [&](const CLI::App* sub) { return names_an_option(*sub, name); });
+}
+
+// "--h5 --json": CLI11 hands an option that takes a value the next word, even when that word
+// is one of the tool's own options. Such a value is a forgotten one, never a file named
+// "--json"; refused with the option's name instead of being used.
+void refuse_options_taken_as_values(const CLI::App& root, const CLI::App& app) {
+    for (const CLI::Option* option : app.get_options()) {
+        if (option->get_type_size() == 0 || option->count() == 0) continue;  // flags, unused
+        for (const std::string& value : option->results()) {
+            if (names_an_option(root, value)) {
+                const bool several = option->get_expected_max() > 1;
+                throw CLI::ValidationError(option->get_name() + " needs " + (several ? "values" : "a value") +
+                                           " (got option '" + value + "')");
+            }
+        }
+    }
+    for (const CLI::App* sub : app.get_subcommands()) refuse_options_taken_as_values(root, *sub);
+}
+
+}  // namespace
+
 std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, std::ostream& out,
                          std::ostream& err) {
     try {
         app.parse(argc, argv);
+        refuse_options_taken_as_values(app, app);
         return std::nullopt;
     } catch (const CLI::Success& e) {  // --help, --version
         return app.exit(e, out, err);

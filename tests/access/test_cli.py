@@ -317,6 +317,8 @@ class StoreCases:
         self.fail_with(EXIT_USAGE, "fetch", "--template", "--json", needle="--template needs values (got option '--json')")
         self.fail_with(EXIT_USAGE, "fetch", "--concept-list", "--json", needle="--concept-list needs values (got option '--json')")
         self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "--json", needle="--max-templates needs a value (got option '--json')")
+        # Global and path options too: never a store named '--json'.
+        self.fail_with(EXIT_USAGE, "templates", path="--json", needle="--path needs a value (got option '--json')")
 
     def test_concept_list_needs_a_concept_template(self):
         with h5py.File(self.path, "r") as f:
@@ -335,7 +337,7 @@ class StoreCases:
         self.fail_with(EXIT_USAGE, "batch", "--out", os.path.join(self.tmp, "x.npz"), needle="must end in .npy")
         self.fail_with(EXIT_USAGE, "sample", "0", "--out", os.path.join(self.tmp, "s.npy"), needle="must end in .npz")
         self.fail_with(EXIT_USAGE, "fetch", "--out", os.path.join(self.tmp, "f.npy"), needle="must end in .npz")
-        self.fail_with(EXIT_USAGE, "sample", "0", "--out", "--json", needle="--out needs a file name (got option '--json')")
+        self.fail_with(EXIT_USAGE, "sample", "0", "--out", "--json", needle="--out needs a value (got option '--json')")
         self.assertEqual(set(os.listdir(self.tmp)), before, "a refused --out created a file")
 
     def test_verify_clean(self):

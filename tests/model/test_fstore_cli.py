@@ -145,6 +145,10 @@ with tempfile.TemporaryDirectory() as tmp:
             (["embed", "--model", tiny, "--image", os.path.join(tmp, "missing.png")], 3, "missing.png"),
             (["embed", "--model", tiny, "--image", not_zip], 7, "cannot decode"),
             (["embed", "--model", tiny, "--image", tmp], 2, "is a directory"),
+            # One prompt per --text; an option where a value belongs is a forgotten value.
+            (["embed", "--model", tiny, "--text", "a", "photo"], 2, "not expected: photo"),
+            (["embed", "--model", tiny, "--text", "--json"], 2, "--text needs a value (got option '--json')"),
+            (["build", "--model", tiny, "--run-text", "--h5", "--json"], 2, "--h5 needs a value (got option '--json')"),
             (["model-info", "--model", tiny, "--device", "tpu"], 2, "--device"),
             # --out is checked as fstore-access's: a name, the .npz extension, its directory
             (["embed", "--model", tiny, "--text", "a", "--out", ""], 2, "--out needs a file name"),

@@ -350,27 +350,50 @@ def bench_gpu(a, table, work):
 
 # ---- reads --------------------------------------------------------------------------------
 
+# The baseline: h5py reads the same selection and saves it as fstore-access --out does
+# (.npy for batch, .npz for sample and fetch), so both end with the same file.
 H5PY_READ = r'''
 import json, sys, time
 t0 = time.perf_counter()
 import h5py, numpy as np
 t1 = time.perf_counter()
-op, path = sys.argv[1], sys.argv[2]
+op, path, save = sys.argv[1], sys.argv[2], sys.argv[-1]
 with h5py.File(path, "r") as f:
     if op == "sample":
         i = int(sys.argv[3])
-        out = (int(f["ids"][i]), int(f["labels"][i]), f["split"][i].decode(),
-               f["image_features"][i].shape, f["image_token_features"][i].shape)
+        np.savez(save, image_features=f["image_features"][i], image_token_features=f["image_token_features"][i])
     elif op == "batch-image-test":
         split = np.array([s.decode() for s in f["split"][()]])
         idx = np.nonzero(split == "test")[0]
-        out = f["image_features"][idx].shape
+        np.save(save, f["image_features"][idx])
     elif op == "batch-patches-0-64":
-        out = f["image_token_features"][0:64].shape
+        np.save(save, f["image_token_features"][0:64])
     elif op == "fetch":
-        out = {k: g["text_features"][()].shape for k, g in f["templates"].items()}
-print(out)
+        np.savez(save, **{k: g["text_features"][()] for k, g in f["templates"].items()})
+    elif op == "batch-patches-every-3rd":
+        np.save(save, f["image_token_features"][1::3])
 print(json.dumps({"in_process_s": time.perf_counter() - t1, "import_s": t1 - t0}))
+'''
+
+
+# A store another tool wrote, chunked across the row (h5py's chunks=True) and gzipped.
+AUTOCHUNKED_STORE = r'''
+import json, sys
+import h5py, numpy as np
+n, T, D = 3000, 64, 128
+rng = np.random.default_rng(0)
+with h5py.File(sys.argv[1], "w") as f:
+    kw = dict(compression="gzip", chunks=True)
+    f.create_dataset("image_features", data=rng.standard_normal((n, D)).astype("f2"), maxshape=(None, D), **kw)
+    f.create_dataset("image_token_features", data=rng.standard_normal((n, T, D)).astype("f2"),
+                     maxshape=(None, T, D), **kw)
+    f.create_dataset("ids", data=np.arange(n), maxshape=(None,), **kw)
+    f.create_dataset("labels", data=np.zeros(n, "i8"), maxshape=(None,), **kw)
+    split = np.array(["train", "val", "test"], dtype=object)[np.arange(n) % 3]
+    f.create_dataset("split", data=split, dtype=h5py.string_dtype(), maxshape=(None,), **kw)
+    f.attrs["D"], f.attrs["T_img"] = D, T
+    f.attrs["split_counts"] = json.dumps({"train": 1000, "val": 1000, "test": 1000})
+    f.create_group("templates")
 '''
 
 
@@ -389,19 +412,29 @@ def bench_reads(a, table, work):
     with open(script, "w") as f:
         f.write(H5PY_READ)
     row = str(min(1234, a.read_rows - 1))
-    ops = [(f"sample {row}", ["sample", row], ["sample", row]),
-           ("batch --feature image --split test", ["batch", "--feature", "image", "--split", "test"],
-            ["batch-image-test"]),
-           ("batch --feature patches --idx 0:64", ["batch", "--feature", "patches", "--idx", "0:64"],
-            ["batch-patches-0-64"]),
-           ("fetch (all templates, text)", ["fetch"], ["fetch"])]
+    # With --out, so that fstore-access reads the data (printing shapes alone reads none);
+    # h5py reads the same rows and saves them the same way.
+    npy, npz = os.path.join(work, "read-out.npy"), os.path.join(work, "read-out.npz")
+    ops = [(f"sample {row} --out x.npz", ["sample", row, "--out", npz], ["sample", row, npz]),
+           ("batch --feature image --split test --out x.npy",
+            ["batch", "--feature", "image", "--split", "test", "--out", npy], ["batch-image-test", npy]),
+           ("batch --feature patches --idx 0:64 --out x.npy",
+            ["batch", "--feature", "patches", "--idx", "0:64", "--out", npy], ["batch-patches-0-64", npy]),
+           ("fetch (all templates, text) --out x.npz", ["fetch", "--out", npz], ["fetch", npz])]
+    autochunked = os.path.join(work, "reads-autochunked.h5")
+    if not os.path.exists(autochunked):
+        subprocess.run([PY, "-c", AUTOCHUNKED_STORE, autochunked], check=True)
+    ops.append(("h5py-chunked gzip store (3000x64x128): batch --feature patches --idx 1::3 --out x.npy",
+                ["batch", "--feature", "patches", "--idx", "1::3", "--out", npy], ["batch-patches-every-3rd", npy],
+                autochunked))
     startup = statistics.median(run_timed([a.access, "--help"])[0] for _ in range(5))
     table.add("reads", "fstore-access process start + exit (--help), for reference", f"{startup * 1000:.0f}", "ms")
-    for label, ours, theirs in ops:
+    for label, ours, theirs, *other in ops:
+        path = other[0] if other else store
         f_times, h_times, h_inproc = [], [], []
         for rep in range(a.read_reps + 1):  # the first run of each warms the page cache
-            t, _, _ = run_timed([a.access, "--path", store] + ours)
-            t2, _, text = run_timed([PY, script] + theirs[:1] + [store] + theirs[1:])
+            t, _, _ = run_timed([a.access, "--path", path] + ours)
+            t2, _, text = run_timed([PY, script] + theirs[:1] + [path] + theirs[1:])
             if rep == 0:
                 continue
             f_times.append(t)

@@ -168,22 +168,35 @@ std::size_t row_elements(Column column, const StoreLayout& layout) {
     return n;
 }
 
-// Opens a column with a chunk cache that holds at least two of its chunks, so reading rows
-// scattered inside one chunk (a (4, 729, 1152) token chunk is 6.7 MB, far over HDF5's
-// 1 MB default) decompresses it once, not once per row.
+// Opens a column with a chunk cache that holds two rows' worth of its chunks (every chunk a
+// row crosses, twice), so reading rows scattered inside one chunk decompresses it once, not
+// once per row: a (4, 729, 1152) token chunk is 6.7 MB, far over HDF5's 1 MB default, and a
+// hand-made store chunked across the row (h5py's chunks=True) has dozens of chunks per row.
 h5::Dataset open_column(hid_t file, const char* name) {
     std::size_t chunk_bytes = 0;
+    std::size_t chunks_per_row = 1;
     {
         h5::Dataset probe = h5::open_dataset(file, name);
         const auto chunks = h5::chunk_dims(probe);
         if (chunks.empty()) return probe;
+        const auto shape = h5::dims(probe);
         h5::Datatype type(H5Dget_type(probe), "cannot read a dataset's type");
         chunk_bytes = H5Tget_size(type);
-        for (hsize_t c : chunks) chunk_bytes *= static_cast<std::size_t>(c);
+        for (std::size_t i = 0; i < chunks.size(); ++i) {
+            chunk_bytes *= static_cast<std::size_t>(chunks[i]);
+            if (i > 0 && i < shape.size() && chunks[i] > 0) {
+                chunks_per_row *= static_cast<std::size_t>((shape[i] + chunks[i] - 1) / chunks[i]);
+            }
+        }
     }
-    const std::size_t cache_bytes = std::max<std::size_t>(2 * chunk_bytes + 4096, 1 << 20);
+    constexpr std::size_t cache_cap = std::size_t{512} << 20;  // a pathological chunking gets no more
+    const std::size_t cache_bytes =
+        std::clamp<std::size_t>(2 * chunk_bytes * chunks_per_row + 4096, std::size_t{1} << 20, cache_cap);
+    // HDF5 wants the hash table well over the chunks the cache holds (an odd count spreads
+    // them).
+    const std::size_t slots = std::max<std::size_t>(521, 20 * chunks_per_row + 1) | 1;
     h5::PropList dapl(H5Pcreate(H5P_DATASET_ACCESS), "cannot create a dataset access list");
-    h5::check_status(H5Pset_chunk_cache(dapl, 521, cache_bytes, H5D_CHUNK_CACHE_W0_DEFAULT),
+    h5::check_status(H5Pset_chunk_cache(dapl, slots, cache_bytes, H5D_CHUNK_CACHE_W0_DEFAULT),
                      "cannot set the chunk cache");
     return h5::open_dataset(file, name, dapl);
 }

@@ -186,7 +186,9 @@ public:
     void remove_templates(const std::vector<std::string>& ids);  // those groups, one commit
 
     // ---- root attributes --------------------------------------------------------------
-    std::map<std::string, AttributeValue> attributes() const;
+    std::map<std::string, AttributeValue> attributes() const;  // the scalar ones
+    // Every root attribute as h5py reads it (arrays, booleans, uint64), for display.
+    std::map<std::string, nlohmann::json> attributes_json() const;
     std::optional<AttributeValue> attribute(const std::string& name) const;
     // Replaces any attribute of that name; committed by the next commit (or destruction).
     // `split_counts` is refused (UsageError): the store keeps it in step with the rows.

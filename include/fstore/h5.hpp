@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <hdf5.h>
+#include <nlohmann/json.hpp>
 
 namespace fstore::h5 {
 
@@ -136,6 +137,11 @@ bool has_attribute(hid_t obj, const std::string& name);
 // nullopt when absent or not a scalar int/float/string.
 std::optional<AttrValue> read_attribute(hid_t obj, const std::string& name);
 std::vector<std::string> attribute_names(hid_t obj);
+// Any attribute as h5py gives it, in JSON: integers (uint64 too) and floats (non-finite as
+// fstore::json_number marks them), strings, h5py's booleans as true/false, arrays as nested
+// lists; null for what JSON cannot hold (compound, opaque, references, an empty dataspace).
+// nullopt when absent.
+std::optional<nlohmann::json> read_attribute_json(hid_t obj, const std::string& name);
 // Writes (replacing any existing attribute of that name): int64 LE, float64 LE, vlen UTF-8.
 void write_attribute(hid_t obj, const std::string& name, const AttrValue& value);
 void delete_attribute(hid_t obj, const std::string& name);

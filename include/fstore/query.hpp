@@ -117,7 +117,7 @@ struct Summary {
     std::vector<std::pair<std::string, std::int64_t>> split_counts;
     std::vector<std::string> templates;  // first max_templates, sorted
     std::int64_t template_count = 0;
-    std::map<std::string, AttributeValue> attributes;  // root attributes
+    std::map<std::string, nlohmann::json> attributes;  // root attributes, as h5py reads them
     TreeNode tree;
 };
 

@@ -100,11 +100,6 @@ Array squeeze_first(Array array) {
     return array;
 }
 
-nlohmann::json attribute_json(const AttributeValue& value) {
-    if (const double* number = std::get_if<double>(&value)) return json_number(*number);
-    return std::visit([](const auto& v) { return nlohmann::json(v); }, value);
-}
-
 void values_json(const Array& array, std::size_t axis, std::int64_t& offset, nlohmann::json& out) {
     out = nlohmann::json::array();
     const std::int64_t extent = array.shape[axis];
@@ -370,7 +365,7 @@ Summary summarize(const std::filesystem::path& path, std::int64_t max_templates)
         for (std::size_t i = 0; i < templates.size() && i < static_cast<std::size_t>(max_templates); ++i) {
             summary.templates.push_back(templates[i]);
         }
-        summary.attributes = store.attributes();
+        summary.attributes = store.attributes_json();
     }  // the store is closed before the file is walked a second time
     summary.tree = describe_file(path);
     for (const auto& node : summary.tree.children) {
@@ -381,7 +376,7 @@ Summary summarize(const std::filesystem::path& path, std::int64_t max_templates)
 
 nlohmann::ordered_json to_json(const Summary& summary) {
     nlohmann::ordered_json attributes = nlohmann::ordered_json::object();
-    for (const auto& [name, value] : summary.attributes) attributes[name] = attribute_json(value);
+    for (const auto& [name, value] : summary.attributes) attributes[name] = value;
     nlohmann::ordered_json split_counts = nlohmann::ordered_json::object();
     for (const auto& [name, count] : summary.split_counts) split_counts[name] = count;
     return {{"rows", summary.rows},

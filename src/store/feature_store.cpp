@@ -1294,6 +1294,14 @@ std::map<std::string, AttributeValue> FeatureStore::attributes() const {
     return out;
 }
 
+std::map<std::string, nlohmann::json> FeatureStore::attributes_json() const {
+    Impl& s = use(impl_);
+    std::map<std::string, nlohmann::json> out;
+    for (const auto& name : h5::attribute_names(s.file))
+        if (auto value = h5::read_attribute_json(s.file, name)) out.emplace(name, std::move(*value));
+    return out;
+}
+
 std::optional<AttributeValue> FeatureStore::attribute(const std::string& name) const {
     Impl& s = use(impl_);
     return h5::read_attribute(s.file, name);

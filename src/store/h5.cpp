@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "fstore/cli.hpp"
 #include "fstore/error.hpp"
 #include "fstore/lzf_filter.hpp"
 
@@ -312,6 +313,102 @@ std::optional<AttrValue> read_attribute(hid_t obj, const std::string& name) {
     default:
         return std::nullopt;
     }
+}
+
+namespace {
+
+// h5py's bool: an enum of two members named FALSE and TRUE.
+bool is_h5py_bool(hid_t type) {
+    if (H5Tget_class(type) != H5T_ENUM || H5Tget_nmembers(type) != 2) return false;
+    char* first = H5Tget_member_name(type, 0);
+    char* second = H5Tget_member_name(type, 1);
+    const bool names = first != nullptr && second != nullptr && std::strcmp(first, "FALSE") == 0 &&
+                       std::strcmp(second, "TRUE") == 0;
+    if (first != nullptr) H5free_memory(first);
+    if (second != nullptr) H5free_memory(second);
+    return names;
+}
+
+// The attribute's elements, flat, in JSON.
+std::vector<nlohmann::json> attribute_elements(hid_t attr, hid_t type, std::size_t count, const std::string& what) {
+    std::vector<nlohmann::json> out;
+    out.reserve(count);
+    const H5T_class_t kind = H5Tget_class(type);
+    if (kind == H5T_INTEGER || (kind == H5T_ENUM && !is_h5py_bool(type))) {
+        const bool unsigned_64 = kind == H5T_INTEGER && H5Tget_sign(type) == H5T_SGN_NONE && H5Tget_size(type) == 8;
+        if (unsigned_64) {
+            std::vector<std::uint64_t> values(count);
+            check_status(H5Aread(attr, H5T_NATIVE_UINT64, values.data()), what.c_str());
+            for (auto v : values) out.emplace_back(v);
+        } else {
+            std::vector<std::int64_t> values(count);
+            check_status(H5Aread(attr, H5T_NATIVE_INT64, values.data()), what.c_str());
+            for (auto v : values) out.emplace_back(v);
+        }
+    } else if (kind == H5T_ENUM) {
+        std::vector<std::int8_t> values(count);
+        check_status(H5Aread(attr, H5T_NATIVE_INT8, values.data()), what.c_str());
+        for (auto v : values) out.emplace_back(v != 0);
+    } else if (kind == H5T_FLOAT) {
+        std::vector<double> values(count);
+        check_status(H5Aread(attr, H5T_NATIVE_DOUBLE, values.data()), what.c_str());
+        for (auto v : values) out.push_back(json_number(v));
+    } else if (kind == H5T_STRING) {
+        const htri_t variable = H5Tis_variable_str(type);
+        if (variable < 0) fail(what);
+        if (variable > 0) {
+            std::vector<char*> values(count, nullptr);
+            Datatype mem(H5Tcopy(type), what.c_str());
+            check_status(H5Aread(attr, mem, values.data()), what.c_str());
+            for (char* v : values) {
+                out.emplace_back(v != nullptr ? std::string(v) : std::string());
+                if (v != nullptr) H5free_memory(v);
+            }
+        } else {
+            const std::size_t size = H5Tget_size(type);
+            std::string buffer(size * count, '\0');
+            check_status(H5Aread(attr, type, buffer.data()), what.c_str());
+            for (std::size_t i = 0; i < count; ++i) {
+                std::string v = buffer.substr(i * size, size);
+                if (const auto end = v.find('\0'); end != std::string::npos) v.resize(end);
+                if (H5Tget_strpad(type) == H5T_STR_SPACEPAD) v.erase(v.find_last_not_of(' ') + 1);
+                out.emplace_back(std::move(v));
+            }
+        }
+    } else {
+        out.assign(count, nullptr);
+    }
+    return out;
+}
+
+nlohmann::json nest(const std::vector<nlohmann::json>& flat, const std::vector<hsize_t>& dims, std::size_t axis,
+                    std::size_t& at) {
+    nlohmann::json list = nlohmann::json::array();
+    for (hsize_t i = 0; i < dims[axis]; ++i) {
+        list.push_back(axis + 1 == dims.size() ? flat[at++] : nest(flat, dims, axis + 1, at));
+    }
+    return list;
+}
+
+}  // namespace
+
+std::optional<nlohmann::json> read_attribute_json(hid_t obj, const std::string& name) {
+    if (!has_attribute(obj, name)) return std::nullopt;
+    const std::string what = "cannot read attribute '" + name + "'";
+    Attribute attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT), what.c_str());
+    Dataspace space(H5Aget_space(attr), what.c_str());
+    if (H5Sget_simple_extent_type(space) == H5S_NULL) return nlohmann::json(nullptr);
+    const int rank = H5Sget_simple_extent_ndims(space);
+    if (rank < 0) fail(what);
+    std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+    if (rank > 0 && H5Sget_simple_extent_dims(space, dims.data(), nullptr) < 0) fail(what);
+    std::size_t count = 1;
+    for (hsize_t d : dims) count *= static_cast<std::size_t>(d);
+    Datatype type(H5Aget_type(attr), what.c_str());
+    const auto flat = count == 0 ? std::vector<nlohmann::json>() : attribute_elements(attr, type, count, what);
+    if (rank == 0) return flat.empty() ? nlohmann::json(nullptr) : flat.front();
+    std::size_t at = 0;
+    return nest(flat, dims, 0, at);
 }
 
 std::vector<std::string> attribute_names(hid_t obj) {

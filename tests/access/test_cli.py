@@ -935,6 +935,33 @@ class BadFiles(unittest.TestCase):
                 holder.wait()
 
 
+class UserAttributes(unittest.TestCase):
+    """summarize --json shows every root attribute as h5py reads it, user-added ones included."""
+
+    def test_attributes_as_h5py_reads_them(self):
+        with tempfile.TemporaryDirectory(prefix="fstore_access_attrs_") as tmp:
+            path = os.path.join(tmp, "store.h5")
+            write_h5py_store(path)
+            with h5py.File(path, "a") as f:
+                f.attrs["u64"] = np.uint64(2**63 + 5)
+                f.attrs["i32_matrix"] = np.arange(6, dtype=np.int32).reshape(2, 3)
+                f.attrs["flag"] = True
+                f.attrs["flags"] = np.array([True, False])
+                f.attrs["class_names"] = ["basophil", "eosinophil"]
+                f.attrs["f16"] = np.float16(1.5)
+                f.attrs["not_a_number"] = np.nan
+                f.attrs["fixed"] = np.bytes_(b"xyz")
+            got = run_json(self, path, "summarize")["attributes"]
+            with h5py.File(path, "r") as f:
+                want = {k: (v.decode() if isinstance(v, bytes) else v.tolist() if hasattr(v, "tolist") else v)
+                        for k, v in f.attrs.items()}
+            self.assertTrue(math.isnan(got.pop("not_a_number")) and math.isnan(want.pop("not_a_number")))
+            self.assertEqual(got, want)
+            self.assertEqual(got["u64"], 2**63 + 5)
+            self.assertEqual(got["i32_matrix"], [[0, 1, 2], [3, 4, 5]])
+            self.assertIs(got["flag"], True)
+
+
 class Help(unittest.TestCase):
     def test_help(self):
         p = run(None, "--help")

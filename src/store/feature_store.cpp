@@ -9,6 +9,9 @@
 #include <cstring>
 #include <ctime>
 #include <numeric>
+#include <utility>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -322,12 +325,46 @@ std::string texts_hash(const std::vector<std::string>& texts) {
     return hex(digest, size);
 }
 
+// A reader's shared flock(2) on the store file, held while the store is open. HDF5 takes
+// the same lock itself, except with HDF5_USE_FILE_LOCKING=FALSE (common on clusters): then
+// a reader would read a store that a writer is halfway through appending to. The writer's
+// exclusive lock (the journal driver's) and this one exclude each other either way.
+class ReaderLock {
+public:
+    ReaderLock() = default;
+    ReaderLock(ReaderLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    ReaderLock& operator=(ReaderLock&& other) noexcept {
+        std::swap(fd_, other.fd_);
+        return *this;
+    }
+    ReaderLock(const ReaderLock&) = delete;
+    ReaderLock& operator=(const ReaderLock&) = delete;
+    ~ReaderLock() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+
+    // Nothing to lock (no such file, a FIFO, a file system without flock): the open that
+    // follows reports or works as before.
+    static ReaderLock take(const fs::path& path) {
+        ReaderLock lock;
+        lock.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (lock.fd_ < 0) return lock;
+        if (::flock(lock.fd_, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK)
+            throw LockedError("store " + quoted(path) + " is being written by another process; wait for it to finish");
+        return lock;
+    }
+
+private:
+    int fd_ = -1;
+};
+
 // ---- Impl -------------------------------------------------------------------------------
 
 class FeatureStore::Impl {
 public:
     fs::path path;
     bool writable = false;
+    ReaderLock reader_lock;  // read-only opens
     // Access::templates_only: the rows are read as a reader sees them and never changed.
     bool rows_frozen = false;
     StoreLayout layout;
@@ -763,6 +800,7 @@ FeatureStore FeatureStore::open(const fs::path& path, Access access, bool durabl
         return LockedError("store " + quoted(path) + " has an unfinished commit left by a killed writer (" +
                            quoted(*leftover) + "); open it for writing once (e.g. rerun fstore build) to roll it back");
     };
+    if (!impl->writable) impl->reader_lock = ReaderLock::take(path);
     try {
         impl->file = open_file(path, impl->writable, durable);
     } catch (const FormatError&) {

@@ -104,6 +104,27 @@ def main():
         t.verify(sig_path)
         done = t.read(sig_path)
         t.compare_rows(done, full_before_changes(tmp, data), "SIGINT then resume vs uninterrupted")
+
+        # 6. A reader during a build is refused (exit 5), also with HDF5's own locking off
+        #    (HDF5_USE_FILE_LOCKING=FALSE, common on clusters): between two commits no journal
+        #    is there to say a writer is at work, only the writer's lock.
+        live_path = os.path.join(tmp, "live.h5")
+        env = dict(os.environ, FSTORE_TEST_STEP_DELAY_MS="300", HDF5_USE_FILE_LOCKING="FALSE")
+        proc = subprocess.Popen(t.build_cmd(live_path, data, "--log-level", "debug", batch_size=2),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            for line in proc.stderr:
+                if "image: committed" in line:
+                    break
+            for command in (["verify"], ["summarize", "--json"], ["batch", "--feature", "label"]):
+                p = subprocess.run([t.FSTORE_ACCESS, "--path", live_path] + command, capture_output=True,
+                                   text=True, env=env, timeout=60)
+                assert p.returncode == 5 and "being written by another process" in p.stderr, (command, p.returncode,
+                                                                                               p.stderr)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+        t.verify(live_path)
     print("ok")
 
 

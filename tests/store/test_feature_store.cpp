@@ -872,6 +872,8 @@ TEST_F(StoreTest, ReaderThatCannotRollBackNamesTheFixEvenWhenTheFileDoesNotOpen)
     EXPECT_FALSE(fs::exists(journal));
 }
 
+// Readers and a writer exclude each other. (With HDF5's own locking off, which HDF5 reads
+// from the environment once per process, see tests/pipeline/test_build_resume.py.)
 TEST_F(StoreTest, LockedWhileAnotherProcessWrites) {
     { make_store(2, 0); }
     int ready[2], release[2];
@@ -883,6 +885,7 @@ TEST_F(StoreTest, LockedWhileAnotherProcessWrites) {
         int code = 0;
         try {
             auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
+            store.append_batch(make_rows(2, 1, "train").batch());  // committed: no journal left
             char c = 'r';
             (void)!::write(ready[1], &c, 1);
             (void)!::read(release[0], &c, 1);
@@ -904,7 +907,12 @@ TEST_F(StoreTest, LockedWhileAnotherProcessWrites) {
     int status = 0;
     ::waitpid(child, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    EXPECT_EQ(FeatureStore::open(path_).rows(), 2);  // free again once the writer is gone
+    auto reader = FeatureStore::open(path_);  // free again once the writer is gone
+    EXPECT_EQ(reader.rows(), 3);
+    // ... and an open reader keeps writers out.
+    EXPECT_EQ(fstore::test::run_in_child([&] { FeatureStore::open(path_, FeatureStore::Access::read_write); }).exit_code,
+              static_cast<int>(fstore::ExitCode::locked));
+    for (int fd : {ready[0], ready[1], release[0], release[1]}) ::close(fd);
 }
 
 TEST_F(StoreTest, MoveOnly) {

@@ -31,7 +31,8 @@ const char* version();
 // (UsageError otherwise).
 void configure_logging(const std::string& tool, const std::string& level);
 
-// Runs `body`, mapping exceptions to exit codes: fstore::Error -> its exit_code(),
+// Runs `body` (with SIGXFSZ ignored, so that a file-size limit fails a write instead of
+// killing the process), mapping exceptions to exit codes: fstore::Error -> its exit_code(),
 // std::bad_alloc and any other std::exception -> ExitCode::internal. Each is reported as
 // one line on stderr. Returns body's result when it does not throw and std::cout took all
 // it printed; a failed write to stdout (a full disk under `> file`) is an IoError.

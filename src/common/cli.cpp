@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <csignal>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -12,6 +13,8 @@
 #include <ostream>
 #include <sstream>
 
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -47,7 +50,20 @@ void report_failure(const std::string& message) {
 }
 }  // namespace
 
+namespace {
+// A pipe whose reader is gone (`| head` with SIGPIPE ignored): poll reports POLLERR on it.
+bool stdout_is_broken_pipe() {
+    struct stat st {};
+    if (::fstat(STDOUT_FILENO, &st) != 0 || !S_ISFIFO(st.st_mode)) return false;
+    pollfd out{STDOUT_FILENO, POLLOUT, 0};
+    return ::poll(&out, 1, 0) == 1 && (out.revents & POLLERR) != 0;
+}
+}  // namespace
+
 int run_guarded(const std::function<int()>& body) {
+    // A file-size limit (ulimit -f) would kill the tool with SIGXFSZ mid-write, silently;
+    // ignored, the write fails with EFBIG and is reported as the I/O error it is.
+    std::signal(SIGXFSZ, SIG_IGN);
     try {
         const int code = body();
         // What was printed is the result too: `--json > file` on a full disk must not exit 0
@@ -56,6 +72,10 @@ int run_guarded(const std::function<int()>& body) {
         std::cout.flush();
         if (!std::cout) {
             const int error = errno;
+            if (error == EPIPE || stdout_is_broken_pipe()) {
+                throw IoError("cannot write to standard output: its reader closed the pipe (broken pipe): "
+                              "what was printed is incomplete; read all of it, or use --out FILE");
+            }
             throw IoError(std::string("cannot write to standard output") +
                           (error != 0 ? std::string(" (") + std::strerror(error) + ")" : std::string()) +
                           ": what was printed is incomplete; free space or send the output elsewhere");

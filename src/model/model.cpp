@@ -45,11 +45,11 @@ torch::Device resolve_device(const std::string& spec) {
             index = std::stoi(number);
         }
         if (!torch::cuda::is_available()) {
-            throw ModelError("--device " + spec + " asked for CUDA but this LibTorch sees no CUDA device: "
+            throw UsageError("--device " + spec + " asked for CUDA but this LibTorch sees no CUDA device: "
                              "use --device cpu (or a CUDA build of LibTorch)");
         }
         if (static_cast<std::size_t>(index) >= torch::cuda::device_count()) {
-            throw ModelError("--device " + spec + ": only " + std::to_string(torch::cuda::device_count()) +
+            throw UsageError("--device " + spec + ": only " + std::to_string(torch::cuda::device_count()) +
                              " CUDA device(s) visible: pick cuda:0..cuda:" +
                              std::to_string(torch::cuda::device_count() - 1));
         }

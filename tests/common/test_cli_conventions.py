@@ -12,7 +12,9 @@ Usage: test_cli_conventions.py fstore|fstore-access  (ctest runs it for each too
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -86,6 +88,33 @@ class Conventions:
                 self.assertEqual(p.stderr, f"{self.tool}: error: cannot write to standard output (No space left "
                                            "on device): what was printed is incomplete; free space or send the "
                                            "output elsewhere\n")
+
+    def test_closed_pipe_with_sigpipe_ignored_says_broken_pipe(self):
+        # `| head` where SIGPIPE is ignored (some shells, CI runners): exit 10 naming the
+        # closed pipe, not "free space".
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            p = subprocess.run([self.binary, *self.printing_args(), "--json"], stdout=write_end,
+                               stderr=subprocess.PIPE, text=True, timeout=120,
+                               preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_IGN))
+        finally:
+            os.close(write_end)
+        self.assertEqual(p.returncode, IO, p.stderr)
+        self.assertIn("its reader closed the pipe (broken pipe)", p.stderr)
+        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+
+    def test_file_size_limit_is_an_io_error_not_a_signal(self):
+        # ulimit -f: without SIGXFSZ ignored the tool would die silently mid-write (exit 153).
+        out = os.path.join(self.tmp, "limited.json")
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))
+        with open(out, "w") as f:
+            p = subprocess.run([self.binary, *self.printing_args(), "--json"], stdout=f, stderr=subprocess.PIPE,
+                               text=True, timeout=120, preexec_fn=limit)
+        self.assertEqual(p.returncode, IO, p.stderr)
+        self.assertIn("cannot write to standard output (File too large)", p.stderr)
 
     def test_log_level_off_still_prints_the_error(self):
         # The subclass's runtime error, with logs silenced: the one line stays.

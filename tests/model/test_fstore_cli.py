@@ -162,6 +162,11 @@ with tempfile.TemporaryDirectory() as tmp:
         lines = r.stderr.strip().splitlines()
         check(r.returncode == code and len(lines) == 1 and text in r.stderr,
               f"{' '.join(args[:1] + args[-2:])}: exit {r.returncode} (want {code}), stderr {lines}")
+    # --device cuda: runs where LibTorch sees a GPU, else a usage error (exit 2), like fp16 on CPU.
+    r = run("model-info", "--model", tiny, "--device", "cuda")
+    check(r.returncode == 0 or (r.returncode == 2 and "sees no CUDA device" in r.stderr
+                                and len(r.stderr.strip().splitlines()) == 1),
+          f"model-info --device cuda: exit {r.returncode}, stderr {r.stderr.strip()}")
 
     # --out to stdout: the archive alone, nothing printed after it.
     r = subprocess.run([fstore, "embed", "--model", tiny, "--text", "a", "--out", "/proc/self/fd/1"],

@@ -31,8 +31,9 @@ const std::vector<std::string> kExamples = {
 
 constexpr const char* kExitCodes = R"(Exit codes: 0 ok, 1 verify found problems, 2 bad arguments (unknown option, split, feature
 or template; index out of range), 3 file not found, 4 not HDF5 / not an fstore store,
-5 store locked by a running writer, 10 I/O error (disk full or failing, store not writable),
-70 internal error.)";
+5 store locked by a running writer, 7 stale templates (fetch --concept-list), 10 I/O error
+(disk full or failing, store not writable), 70 internal error, 141 stdout closed by its reader
+(SIGPIPE).)";
 
 // A template: summarize's JSON is an ordered_json (split_counts in store order).
 template <class Json = nlohmann::json>

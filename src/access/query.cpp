@@ -681,7 +681,12 @@ nlohmann::json to_json(const FetchResult& result) {
 std::vector<std::string> clear_templates(const std::filesystem::path& path) {
     // templates_only: a torn tail of image rows stays as found (only a build trims it).
     auto store = FeatureStore::open(path, FeatureStore::Access::templates_only);
-    auto ids = list_templates(store);
+    std::vector<std::string> ids;
+    try {
+        ids = list_templates(store);
+    } catch (const FormatError&) {
+        // /templates is not a group: nothing to list, and clearing replaces it.
+    }
     store.clear_templates();
     store.commit();
     return ids;
@@ -879,7 +884,13 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
     report.checks.push_back("split_counts attribute equals the counts in /split");
 
     const auto expected_texts = prompt_set_texts(store);
-    for (const auto& id : store.template_ids()) {
+    std::vector<std::string> template_ids;
+    try {
+        template_ids = store.template_ids();
+    } catch (const FormatError& e) {
+        report.findings.push_back(e.what());  // /templates itself is damaged
+    }
+    for (const auto& id : template_ids) {
         try {
             const auto info = store.template_info(id);
             const auto texts = store.template_texts(id);

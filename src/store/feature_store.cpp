@@ -553,7 +553,13 @@ void FeatureStore::Impl::set_all_rows(std::int64_t n) {
 }
 
 h5::Group FeatureStore::Impl::templates(bool create) {
-    if (h5::exists(file, templates_group)) return h5::open_group(file, templates_group);
+    if (h5::exists(file, templates_group)) {
+        if (h5::object_type(file, templates_group) != H5O_TYPE_GROUP) {
+            throw FormatError("store " + quoted(path) + " is damaged: /templates is not a group (a dataset or a "
+                              "broken link): run fstore-access clear-templates to recreate it (the image rows stay)");
+        }
+        return h5::open_group(file, templates_group);
+    }
     if (!create) return {};
     return h5::create_group(file, templates_group);
 }
@@ -1140,8 +1146,8 @@ std::map<std::string, std::int64_t> FeatureStore::split_counts() const {
 
 std::vector<std::string> FeatureStore::template_ids() const {
     Impl& s = use(impl_);
-    if (!h5::exists(s.file, templates_group)) return {};
-    h5::Group group = h5::open_group(s.file, templates_group);
+    h5::Group group = s.templates(false);
+    if (!group.valid()) return {};
     auto ids = h5::link_names(group);
     std::sort(ids.begin(), ids.end());
     return ids;
@@ -1150,8 +1156,8 @@ std::vector<std::string> FeatureStore::template_ids() const {
 bool FeatureStore::has_template(const std::string& id) const {
     Impl& s = use(impl_);
     if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..") return false;
-    return h5::exists(s.file, templates_group) &&
-           h5::exists(h5::open_group(s.file, templates_group), id);
+    const h5::Group group = s.templates(false);
+    return group.valid() && h5::exists(group, id);
 }
 
 namespace {

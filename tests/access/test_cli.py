@@ -602,6 +602,12 @@ class WritingCommands(unittest.TestCase):
                 self.assertEqual(p.returncode, EXIT_FINDINGS)
                 self.assertIn("FINDING: ", p.stdout)
                 self.assertEqual(sha(path), checksum)
+        # /templates that is not a group: readers name the fix, which works.
+        path = os.path.join(self.tmp, "templates_dataset.h5")
+        self.assertIn("run fstore-access clear-templates", run(path, "templates").stderr)
+        self.assertEqual(run(path, "clear-templates").returncode, 0)
+        self.assertEqual(run(path, "verify").returncode, 0)
+        self.assertEqual(run_json(self, path, "templates")["templates"], [])
 
 
 @contextlib.contextmanager

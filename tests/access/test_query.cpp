@@ -740,6 +740,7 @@ TEST(Verify, ReportsEachBreakage) {
         {"split_counts", "split_counts"},   {"template_k", "attribute K=16"},
         {"template_t", "attribute T_txt=8"}, {"texts_hash", "texts_hash"},
         {"torn_tail", "are incomplete"},       {"split_bytes", "differs from the counts"},
+        {"templates_dataset", "/templates is not a group"},
         {"stale_template", "template 'concept_prompts_t02' is not one of the prompt set's"},
         {"stale_concepts", "template 'concept_prompts_t01' holds other texts than the store's prompt attributes"},
     };

@@ -262,6 +262,12 @@ def _break_split_bytes(f):
     f.create_dataset("split", data=np.array(data, dtype="S8"), maxshape=(None,))
 
 
+def _break_templates_dataset(f):
+    # /templates replaced by a dataset (a script that wrote over the group).
+    del f["templates"]
+    f["templates"] = np.arange(3)
+
+
 BREAKAGES = {
     "lengths": _break_lengths,            # labels one row shorter than the others
     "ids": _break_ids,                    # ids not 0..N-1
@@ -273,6 +279,7 @@ BREAKAGES = {
     "stale_template": _break_stale_template,  # a template of an earlier prompt set
     "stale_concepts": _break_stale_concepts,  # templates of an earlier concept list
     "split_bytes": _break_split_bytes,    # a split name that is not UTF-8
+    "templates_dataset": _break_templates_dataset,  # /templates is not a group
 }
 
 

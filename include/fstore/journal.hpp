@@ -71,7 +71,9 @@ void discard(hid_t file);
 // Frees the journal name of `path`, a file just created there: removes a journal an earlier
 // file of that name left, or, when the journal names another file still in the directory
 // (a store renamed after its writer was killed), moves it to that file's journal name, so
-// that its next open rolls it back. fstore::IoError when it can do neither.
+// that its next open rolls it back. fstore::LockedError when that file is being written (it
+// was renamed under a live writer, whose journal must stay), fstore::IoError when it can do
+// neither.
 void release_journal_name(const std::filesystem::path& path);
 
 // Rolls `path` back to its last commit if a journal was left behind. Returns true when it

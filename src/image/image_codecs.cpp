@@ -1,8 +1,10 @@
 // PNG and JPEG decoding through libpng and libjpeg, the way PIL decodes them.
 //
 // Both libraries report errors by longjmp. Every object with a destructor in the decoding
-// functions is constructed before their setjmp, so a longjmp back to it skips none; the
-// callbacks only write into fixed buffers.
+// functions is constructed before their setjmp, so a longjmp back to it skips none, and no
+// local object is changed between the setjmp and a call that may longjmp (such a local's
+// value is indeterminate after the jump): rows are decoded straight into the caller's
+// `out`, scratch space included. The callbacks only write into fixed buffers.
 #include "image_codecs.hpp"
 
 #include <csetjmp>
@@ -116,7 +118,6 @@ std::string decode_png(const std::string& path, const std::vector<std::uint8_t>&
     input.data = bytes.data();
     input.size = bytes.size();
     PngHandles handles;
-    std::vector<png_bytep> rows;
     handles.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &input, png_on_error, png_on_warning);
     if (handles.png == nullptr) throw std::bad_alloc();
     handles.info = png_create_info_struct(handles.png);
@@ -138,7 +139,7 @@ std::string decode_png(const std::string& path, const std::vector<std::uint8_t>&
     if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(handles.png);
     if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(handles.png);
     png_set_strip_alpha(handles.png);
-    png_set_interlace_handling(handles.png);
+    const int passes = png_set_interlace_handling(handles.png);
     png_read_update_info(handles.png, handles.info);
     const int channels = png_get_channels(handles.png, handles.info);
     if (channels != 1 && channels != 3) return "not a readable PNG (" + std::to_string(channels) + " channels after expansion)";
@@ -148,9 +149,10 @@ std::string decode_png(const std::string& path, const std::vector<std::uint8_t>&
     out.channels = channels;
     const std::size_t stride = static_cast<std::size_t>(width) * channels;
     out.pixels.resize(stride * height);
-    rows.resize(height);
-    for (png_uint_32 y = 0; y < height; ++y) rows[y] = out.pixels.data() + y * stride;
-    png_read_image(handles.png, rows.data());
+    // Row by row, each pass of an interlaced image over the same rows (libpng merges them).
+    for (int pass = 0; pass < passes; ++pass) {
+        for (png_uint_32 y = 0; y < height; ++y) png_read_row(handles.png, out.pixels.data() + y * stride, nullptr);
+    }
     // What follows the image data (text chunks, IEND) is not read: PIL does not need it either.
     return "";
 }
@@ -158,7 +160,6 @@ std::string decode_png(const std::string& path, const std::vector<std::uint8_t>&
 std::string decode_jpeg(const std::string& path, const std::vector<std::uint8_t>& bytes, DecodedImage& out) {
     JpegErrors errors{};
     JpegHandle handle;
-    std::vector<std::uint8_t> cmyk_row;
     jpeg_decompress_struct& codec = handle.codec;
     codec.err = jpeg_std_error(&errors.manager);
     errors.manager.error_exit = jpeg_on_error;
@@ -184,15 +185,17 @@ std::string decode_jpeg(const std::string& path, const std::vector<std::uint8_t>
     out.height = static_cast<int>(codec.output_height);
     out.channels = cmyk ? 3 : codec.output_components;
     const std::size_t stride = static_cast<std::size_t>(out.width) * out.channels;
-    out.pixels.resize(stride * out.height);
-    if (cmyk) cmyk_row.resize(static_cast<std::size_t>(out.width) * 4);
+    const std::size_t image_bytes = stride * out.height;
+    // A CMYK row is read into scratch space past the image, then converted into place.
+    out.pixels.resize(image_bytes + (cmyk ? static_cast<std::size_t>(out.width) * 4 : 0));
     while (codec.output_scanline < codec.output_height) {
         std::uint8_t* destination = out.pixels.data() + codec.output_scanline * stride;
-        JSAMPROW row = cmyk ? cmyk_row.data() : destination;
+        JSAMPROW row = cmyk ? out.pixels.data() + image_bytes : destination;
         jpeg_read_scanlines(&codec, &row, 1);
-        if (cmyk) cmyk_row_to_rgb(cmyk_row.data(), destination, static_cast<std::size_t>(out.width));
+        if (cmyk) cmyk_row_to_rgb(out.pixels.data() + image_bytes, destination, static_cast<std::size_t>(out.width));
     }
     jpeg_finish_decompress(&codec);
+    out.pixels.resize(image_bytes);
     if (errors.truncated) return "truncated JPEG (the file ends before its image data does)";
     return "";
 }

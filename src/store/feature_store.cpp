@@ -197,7 +197,8 @@ h5::Dataset open_column(hid_t file, const char* name) {
         std::clamp<std::size_t>(2 * chunk_bytes * chunks_per_row + 4096, std::size_t{1} << 20, cache_cap);
     // HDF5 wants the hash table well over the chunks the cache holds (an odd count spreads
     // them).
-    const std::size_t slots = std::max<std::size_t>(521, 20 * chunks_per_row + 1) | 1;
+    const std::size_t cached_chunks = std::min(chunks_per_row * 2, cache_bytes / std::max<std::size_t>(chunk_bytes, 1));
+    const std::size_t slots = std::clamp<std::size_t>(10 * cached_chunks + 1, 521, std::size_t{1} << 20) | 1;
     h5::PropList dapl(H5Pcreate(H5P_DATASET_ACCESS), "cannot create a dataset access list");
     h5::check_status(H5Pset_chunk_cache(dapl, slots, cache_bytes, H5D_CHUNK_CACHE_W0_DEFAULT),
                      "cannot set the chunk cache");
@@ -925,7 +926,14 @@ FeatureStore FeatureStore::open_or_create(const fs::path& path, StoreLayout layo
 #ifdef FSTORE_HAVE_JOURNAL
         // A journal under this name is never this new store's: a deleted store's, or a renamed
         // one's, which it is handed back to.
-        if (linked == 0) journal::release_journal_name(path);
+        if (linked == 0) {
+            try {
+                journal::release_journal_name(path);
+            } catch (...) {
+                fs::remove(path, ec);  // the empty store just published: a retry starts afresh
+                throw;
+            }
+        }
 #endif
     }
     FeatureStore store = open(path, Access::read_write, durable);

@@ -693,6 +693,16 @@ void clear_journal_name(int fd, const fs::path& path) {
         if (::unlink(jpath.c_str()) != 0 && errno != ENOENT) io_fail("unable to remove stale journal " + quoted(jpath));
         return;
     }
+    {
+        // A store renamed while its writer still runs: that writer commits by removing the
+        // journal under the old name, so the journal stays where it is, and so must the new file.
+        Descriptor owner_fd(::open(other->c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+        if (owner_fd.valid() && ::flock(owner_fd.get(), LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+            throw IoFailure{"journal " + quoted(jpath) + " belongs to " + quoted(*other) +
+                                ", which another process has open (its writer, or a reader): wait for it to finish",
+                            true};
+        }
+    }
     const fs::path target = journal_path(*other);
     if (fs::exists(target, ec)) {
         throw IoFailure{"journal " + quoted(jpath) + " belongs to " + quoted(*other) +
@@ -956,6 +966,7 @@ void release_journal_name(const std::filesystem::path& path) {
     try {
         clear_journal_name(fd.get(), path);
     } catch (const IoFailure& e) {
+        if (e.lock) throw LockedError(e.message);
         throw IoError(e.message);
     }
 }

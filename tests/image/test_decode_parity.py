@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -65,6 +66,22 @@ def bmp16(path, values, masks=None):
         f.write(b"BM" + struct.pack("<IHHI", offset + len(row), 0, 0, offset) + header + row)
 
 
+def adam7_png(path, pixels):
+    """An interlaced (Adam7) 8-bit RGB PNG, which PIL reads but cannot write."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    h, w, _ = pixels.shape
+    raw = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                           (0, 1, 1, 2)):
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\0" + row.tobytes() for row in sub)  # filter type 0 per row
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)) +
+                chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="fstore-decode-") as tmp:
         def at(name):
@@ -84,6 +101,8 @@ def main():
         same.append("palette4.png")
         Image.fromarray(rgb()[..., 0] > 128).save(at("bilevel.png")); same.append("bilevel.png")
         Image.fromarray(np.zeros((1, 1_100_000), dtype=np.uint8)).save(at("wide.png")); same.append("wide.png")
+        adam7_png(at("interlaced.png"), rgb(29, 37)); same.append("interlaced.png")
+        assert Image.open(at("interlaced.png")).info.get("interlace") == 1
         # JPEG: subsamplings, progressive, gray, CMYK (PIL's Adobe polarity and conversion).
         Image.fromarray(rgb(40, 50)).save(at("q90.jpg"), quality=90); same.append("q90.jpg")
         Image.fromarray(rgb(40, 50)).save(at("444.jpg"), subsampling=0); same.append("444.jpg")

@@ -116,12 +116,14 @@ def main():
             for line in proc.stderr:
                 if "image: committed" in line:
                     break
+            proc.send_signal(signal.SIGSTOP)  # held between two commits while the readers try
             for command in (["verify"], ["summarize", "--json"], ["batch", "--feature", "label"]):
                 p = subprocess.run([t.FSTORE_ACCESS, "--path", live_path] + command, capture_output=True,
                                    text=True, env=env, timeout=60)
                 assert p.returncode == 5 and "being written by another process" in p.stderr, (command, p.returncode,
                                                                                                p.stderr)
         finally:
+            proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=60)
         t.verify(live_path)

@@ -449,6 +449,28 @@ TEST_F(Journal, NewFileUnderARenamedStoresNameHandsItsJournalBack) {
         EXPECT_TRUE(journal::recover(moved));
         EXPECT_EQ(read_bytes(moved), committed) << "the renamed store lost its rollback";
     }
+    // Renamed while its writer still runs (here: a lock held on it): that writer will commit
+    // by removing the journal under the old name, so the journal stays and the new file is
+    // refused.
+    fs::remove(p);
+    fs::remove(moved);
+    const std::string live = make_committed(p);
+    crash_writer(p, true);
+    fs::rename(p, moved);
+    {
+        const int writer = ::open(moved.c_str(), O_RDONLY);
+        ASSERT_GE(writer, 0);
+        ASSERT_EQ(::flock(writer, LOCK_EX), 0);
+        write_bytes(p, "a new file");
+        EXPECT_THROW(journal::release_journal_name(p), fstore::LockedError);
+        EXPECT_FALSE(create_journaled(p).valid());
+        EXPECT_TRUE(fs::exists(jpath));
+        EXPECT_FALSE(fs::exists(journal::journal_path(moved)));
+        ::close(writer);
+    }
+    EXPECT_TRUE(journal::recover(moved));
+    EXPECT_EQ(read_bytes(moved), live);
+
     fs::remove(p);
     make_committed(p);
     crash_writer(p, true);

@@ -213,7 +213,9 @@ std::string what_went_wrong(const CLI::App& app, const CLI::App& selected, const
         std::vector<std::string> misplaced;
         bool all_misplaced = &selected != &app;
         for (const auto& argument : app.remaining(true)) {
-            if (argument.size() < 2 || argument[0] != '-') continue;
+            // Values (`--limit -1`: "-1" is the option's value, not an option) are skipped.
+            if (argument.size() < 2 || argument[0] != '-' || std::isdigit(static_cast<unsigned char>(argument[1])))
+                continue;
             const std::string name = argument.substr(0, argument.find('='));
             if (selected.get_option_no_throw(name) == nullptr) all_misplaced = false;
             misplaced.push_back(name);

@@ -530,8 +530,9 @@ std::unique_ptr<ImageSource> BuildRun::open_source() {
             ++summary_.skipped_images;
             spdlog::warn("skipping unreadable image '{}': {}", path, reason);
         };
+        auto folder = open_image_folder(fo);  // first: a --splits name the CSV lacks is an error, not a warning
         if (!o_.splits.empty()) warn_left_out_splits(fo);
-        return open_image_folder(fo);
+        return folder;
     }
     const std::string name = resolved_dataset_name(o_);
     if (o_.download) {

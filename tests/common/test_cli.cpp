@@ -86,6 +86,10 @@ TEST(CliConventions, SubcommandOptionBeforeItsSubcommandSaysWhereItGoes) {
     EXPECT_EQ(Tool().usage_error({"--json", "--size=28", "build"}),
               "tool: error: --json, --size are options of 'build', not of tool: put them after 'build' "
               "(see tool build --help)");
+    // A negative value after the option is its value, not another option.
+    EXPECT_EQ(Tool().usage_error({"--limit", "-1", "build"}),
+              "tool: error: --limit is an option of 'build', not of tool: put it after 'build' "
+              "(see tool build --help)");
     // Not an option of the subcommand either: the plain message.
     EXPECT_EQ(Tool().usage_error({"--bogus", "build"}),
               "tool: error: the following argument was not expected: --bogus (see tool build --help)");

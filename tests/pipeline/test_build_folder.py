@@ -65,6 +65,9 @@ def main():
         assert "3 CSV rows" in warned[0] and "validation: 2" in warned[0] and "holdout: 1" in warned[0], warned
         p = t.run(folder_cmd(os.path.join(tmp, "every.h5"), images, csv, "--splits", "validation,train,holdout"))
         assert "leaves out" not in p.stderr, p.stderr
+        # A name the CSV lacks: the one error line, without a warning about the others first.
+        p = t.run(folder_cmd(os.path.join(tmp, "val.h5"), images, csv, "--splits", "train,val"), check_rc=2)
+        assert len(p.stderr.strip().splitlines()) == 1 and "'val'" in p.stderr, p.stderr
 
         # 2. An unreadable image before the resume point, fixed between runs.
         rows = [("c0.png", 0, "train"), ("b1.png", 1, "train"), ("c2.png", 2, "train"),

@@ -63,7 +63,8 @@ constexpr const char* kRebuildTemplates =
 // (strtoll's ERANGE result), so callers can still say "out of range". Leading spaces and
 // '+', which strtoll would accept, are refused: indices do not need them.
 std::optional<std::int64_t> parse_integer(const std::string& text) {
-    const std::size_t first_digit = !text.empty() && text[0] == '-' ? 1 : 0;
+    // A sign, as Python's int() and the other tool's options take it: -1, +1.
+    const std::size_t first_digit = !text.empty() && (text[0] == '-' || text[0] == '+') ? 1 : 0;
     if (text.size() == first_digit || text.find_first_not_of("0123456789", first_digit) != std::string::npos) {
         return std::nullopt;
     }
@@ -224,7 +225,7 @@ TypedIndex parse_index(const std::string& text, const std::string& option) {
 
 std::int64_t parse_count(const std::string& text, const std::string& option) {
     const auto count = parse_option_number(text, option, "a value", "use a whole number, 0 or more").value;
-    if (count < 0) throw UsageError(option + " must be 0 or more");
+    if (count < 0) throw UsageError(option + " must be 0 or more, not " + text);
     return count;
 }
 

@@ -306,7 +306,11 @@ class StoreCases:
         self.fail_with(EXIT_USAGE, "batch", "--split", "val", "--idx", "0", HUGE, needle=f"index {HUGE} is out of range for split 'val' (9 rows): use -9..8")
         self.fail_with(EXIT_USAGE, "sample", "1x", needle="bad index value '1x'")
         self.fail_with(EXIT_USAGE, "batch", "--idx", "1x", needle="bad --idx value '1x'")
-        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "-1", needle="--max-templates must be 0 or more")
+        self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "-1", needle="--max-templates must be 0 or more, not -1")
+        # A '+' sign, as Python's int() and fstore build's options take it; not "+-1".
+        self.assertEqual(run_json(self, self.path, "sample", "+1")["index"], 1)
+        self.assertEqual(run_json(self, self.path, "batch", "--feature", "label", "--idx", "+2:")["shape"][0], self.n - 2)
+        self.fail_with(EXIT_USAGE, "sample", "+-1", needle="bad index value '+-1'")
         self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "-" + HUGE, needle="--max-templates must be 0 or more")
         self.fail_with(EXIT_USAGE, "summarize", "--max-templates", "x", needle="bad --max-templates value 'x'")
         self.assertEqual(run_json(self, self.path, "summarize", "--max-templates", HUGE)["templates"],

@@ -203,12 +203,13 @@ TEST(Numbers, CountsAreWholeNumbersZeroOrMore) {
     EXPECT_EQ(fstore::parse_count("0", "--max-templates"), 0);
     EXPECT_EQ(fstore::parse_count("12", "--max-templates"), 12);
     EXPECT_EQ(fstore::parse_count("99999999999999999999", "--max-templates"), INT64_MAX);  // "all"
+    EXPECT_EQ(fstore::parse_count("+3", "--max-templates"), 3);  // a sign, as Python's int() takes it
     for (const std::string negative : {"-1", "-99999999999999999999"}) {
         const auto t = thrown_by([&] { fstore::parse_count(negative, "--max-templates"); });
         EXPECT_EQ(t.code, fstore::ExitCode::usage);
-        EXPECT_EQ(t.message, "--max-templates must be 0 or more") << negative;
+        EXPECT_EQ(t.message, "--max-templates must be 0 or more, not " + negative) << negative;
     }
-    for (const std::string bad : {"", "abc", "+3", " 3", "1.5"}) {
+    for (const std::string bad : {"", "abc", "+", "+-3", " 3", "1.5"}) {
         const auto t = thrown_by([&] { fstore::parse_count(bad, "--max-templates"); });
         EXPECT_EQ(t.code, fstore::ExitCode::usage) << bad;
         EXPECT_THAT(t.message, HasSubstr("bad --max-templates value '" + bad + "'"));

@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
     fstore::cli::apply_conventions(app);
     app.require_subcommand(1, 1);
     app.fallthrough();  // global options may also follow the subcommand
-    app.add_option("--path,--h5", o.path, "Store file to read")->capture_default_str();
+    app.add_option("--path,--h5", o.path, "Store file to read")->capture_default_str()->check(fstore::cli::non_empty_path());
     app.add_option("--log-level", o.log_level, "Logging on stderr: trace, debug, info, warn, error or off")
         ->capture_default_str();
     const auto add_json = [&o](CLI::App* sub) {

@@ -39,7 +39,9 @@ struct ModelArgs {
     int threads = 0;
 
     void add_to(CLI::App& app) {
-        app.add_option("--model", model, "TorchScript model archive (docs/model-format.md)")->capture_default_str();
+        app.add_option("--model", model, "TorchScript model archive (docs/model-format.md)")
+            ->capture_default_str()
+            ->check(fstore::cli::non_empty_path());
         app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
         app.add_option("--precision", precision, "fp32 | fp16 | bf16 (fp16/bf16 need CUDA)")->capture_default_str();
         fstore::cli::add_integer(app, "--threads", threads, "LibTorch CPU threads (0 = all cores)", 0, max_threads);
@@ -188,16 +190,22 @@ struct BuildArgs {
         auto* run_image_flag = cmd->add_flag("--run-image", run_image, "run the image stage");
         cmd->add_flag("--skip-text", skip_text, "skip the text stage (the reference's spelling)")->excludes(run_text_flag);
         cmd->add_flag("--skip-image", skip_image, "skip the image stage")->excludes(run_image_flag);
-        cmd->add_option("--h5,--output-path", h5, "store to create or resume")->capture_default_str();
+        cmd->add_option("--h5,--output-path", h5, "store to create or resume")
+            ->capture_default_str()
+            ->check(fstore::cli::non_empty_path());
         model.add_to(*cmd);
         cmd->add_option("--dataset", dataset, "MedMNIST dataset name (file {name}[_{size}].npz)")->capture_default_str();
         fstore::cli::add_integer(*cmd, "--size,--image-size", o.size, "MedMNIST image size: 28, 64, 128 or 224", 28, 224);
-        cmd->add_option("--data-root", data_root, "directory of the .npz files (default ~/.medmnist)");
+        cmd->add_option("--data-root", data_root, "directory of the .npz files (default ~/.medmnist)")
+            ->check(fstore::cli::non_empty_path());
         cmd->add_flag("--download", o.download, "download the .npz from MedMNIST's site if missing or not the official file (MD5-checked)");
-        cmd->add_option("--images", images, "custom data: folder of images (with --labels)");
-        cmd->add_option("--labels", labels, "custom data: CSV with columns path,label[,split]");
+        cmd->add_option("--images", images, "custom data: folder of images (with --labels)")
+            ->check(fstore::cli::non_empty_path());
+        cmd->add_option("--labels", labels, "custom data: CSV with columns path,label[,split]")
+            ->check(fstore::cli::non_empty_path());
         cmd->add_flag("--strict", o.strict, "fail on the first unreadable image instead of skipping it");
-        cmd->add_option("--prompts", prompts, "JSON with label_texts, label_templates, concept_texts, concept_templates");
+        cmd->add_option("--prompts", prompts, "JSON with label_texts, label_templates, concept_texts, concept_templates")
+            ->check(fstore::cli::non_empty_path());
         fstore::cli::add_comma_list(*cmd, "--splits", splits,
                                     "splits to encode, in order (default: train,val,test for MedMNIST; for "
                                     "--images, every split of the CSV, train/val/test first)");

@@ -83,6 +83,10 @@ std::string usage_error_line(const CLI::App& app, const CLI::Error& error);
 std::int64_t parse_integer(const std::string& name, const std::string& text, std::int64_t min,
                            std::int64_t max);
 
+// A check for options that name a file or folder: an empty value ("" from an unset shell
+// variable) is refused instead of silently meaning the default.
+CLI::Validator non_empty_path();
+
 // A list option written as comma-separated names, repeatable and space-separated as other
 // list options: `--splits train,val --splits test` and `--splits train val test` give
 // {train, val, test}. Unlike CLI11's delimiter, empty parts are kept

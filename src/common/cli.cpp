@@ -355,6 +355,15 @@ std::int64_t parse_integer(const std::string& name, const std::string& text, std
     throw CLI::ValidationError(name + " must be " + range + ", not " + text);
 }
 
+CLI::Validator non_empty_path() {
+    return CLI::Validator(
+        [](std::string& value) {
+            return value.empty() ? std::string("needs a path, got an empty value (an unset shell variable?)")
+                                 : std::string();
+        },
+        "", "non-empty path");  // no description: the help keeps the option's own type name
+}
+
 CLI::Option* add_comma_list(CLI::App& app, const std::string& names, std::vector<std::string>& values,
                             const std::string& description) {
     CLI::callback_t split_and_store = [&values](const CLI::results_t& results) {

@@ -226,6 +226,10 @@ class FstoreAccess(Conventions, unittest.TestCase):
         line = self.error_line(NOT_FOUND, "--path", os.path.join(self.tmp, "missing.h5"), "templates")
         self.assertTrue(line.startswith("fstore-access: error: store "), line)
 
+    def test_empty_path_is_refused(self):
+        line = self.error_line(USAGE, "--path", "", "templates")
+        self.assertIn("--path: needs a path, got an empty value", line)
+
     def test_contradicting_flags(self):
         line = self.error_line(USAGE, "fetch", "--concept", "--label")
         self.assertIn("--concept and --label contradict each other", line)
@@ -319,6 +323,13 @@ class Fstore(Conventions, unittest.TestCase):
             self.assertIn("bloodmnist.npz' is not readable (permission denied)", line)
         finally:
             os.chmod(locked_dir, 0o755)
+
+    def test_empty_paths_are_refused_not_taken_as_the_default(self):
+        # "--images $DIR" with DIR unset would otherwise encode BloodMNIST instead.
+        for option in ("--images", "--labels", "--prompts", "--data-root", "--h5", "--model"):
+            with self.subTest(option=option):
+                line = self.error_line(USAGE, "build", option, "")
+                self.assertIn(f"{option}: needs a path, got an empty value", line)
 
     def test_contradicting_stage_flags(self):
         for stage in ("text", "image"):

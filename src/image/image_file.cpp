@@ -7,9 +7,12 @@
 #include <cerrno>
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <utility>
 
 #include "fstore/error.hpp"
 
@@ -61,19 +64,20 @@ bool starts_with(const std::vector<std::uint8_t>& bytes, const char* magic, std:
 
 // ---- where OpenCV's decoders differ from PIL's ------------------------------------------
 
-// PNM with a maxval below 255. PIL scales every sample to round(v / maxval * 255) (Python's
-// round: ties to even). OpenCV keeps binary samples (P5/P6) raw and scales ASCII ones
-// (P2/P3) to v * 255 / maxval, truncated. Returns the maxval, 0 when the file has no such
-// maxval (255, a bitmap, or not parsable here: OpenCV's result then stands); `ascii` says
-// which of the two OpenCV did.
-int pnm_small_maxval(const std::vector<std::uint8_t>& bytes, bool& ascii) {
-    if (bytes.size() < 3 || bytes[0] != 'P') return 0;
-    const char kind = static_cast<char>(bytes[1]);
-    if (kind != '2' && kind != '3' && kind != '5' && kind != '6') return 0;
-    ascii = kind == '2' || kind == '3';
+// A PNM header: P1..P6, width, height and (but for the bitmaps P1/P4) maxval.
+struct PnmHeader {
+    char kind = 0;
+    std::uint64_t width = 0, height = 0, maxval = 0;
+};
+
+std::optional<PnmHeader> pnm_header(const std::vector<std::uint8_t>& bytes) {
+    if (bytes.size() < 3 || bytes[0] != 'P' || bytes[1] < '1' || bytes[1] > '6') return std::nullopt;
+    PnmHeader header;
+    header.kind = static_cast<char>(bytes[1]);
+    const bool bitmap = header.kind == '1' || header.kind == '4';
+    std::uint64_t* fields[3] = {&header.width, &header.height, &header.maxval};
     std::size_t at = 2;
-    long values[3] = {0, 0, 0};
-    for (long& value : values) {
+    for (int f = 0; f < (bitmap ? 2 : 3); ++f) {
         while (at < bytes.size()) {  // whitespace and comments
             if (bytes[at] == '#') {
                 while (at < bytes.size() && bytes[at] != '\n' && bytes[at] != '\r') ++at;
@@ -83,10 +87,72 @@ int pnm_small_maxval(const std::vector<std::uint8_t>& bytes, bool& ascii) {
                 break;
             }
         }
-        if (at >= bytes.size() || !std::isdigit(bytes[at])) return 0;
-        while (at < bytes.size() && std::isdigit(bytes[at]) && value < 100000) value = value * 10 + (bytes[at++] - '0');
+        if (at >= bytes.size() || !std::isdigit(bytes[at])) return std::nullopt;
+        std::uint64_t value = 0;
+        for (; at < bytes.size() && std::isdigit(bytes[at]); ++at) {
+            value = std::min<std::uint64_t>(value * 10 + (bytes[at] - '0'), std::uint64_t{1} << 40);  // no overflow
+        }
+        *fields[f] = value;
     }
-    return values[2] > 0 && values[2] < 255 ? static_cast<int>(values[2]) : 0;
+    return header;
+}
+
+// PNM with a maxval below 255. PIL scales every sample to round(v / maxval * 255) (Python's
+// round: ties to even). OpenCV keeps binary samples (P5/P6) raw and scales ASCII ones
+// (P2/P3) to v * 255 / maxval, truncated. Returns the maxval, 0 when the file has no such
+// maxval (255, a bitmap, or not parsable here: OpenCV's result then stands); `ascii` says
+// which of the two OpenCV did.
+int pnm_small_maxval(const std::vector<std::uint8_t>& bytes, bool& ascii) {
+    const auto header = pnm_header(bytes);
+    if (!header || header->kind == '1' || header->kind == '4') return 0;
+    ascii = header->kind == '2' || header->kind == '3';
+    return header->maxval > 0 && header->maxval < 255 ? static_cast<int>(header->maxval) : 0;
+}
+
+// The width and height a BMP, PNM, WebP or TIFF header declares, read before OpenCV
+// allocates them (a 1 KB RLE bitmap may declare 32767 x 32767 pixels); nullopt for other
+// formats or a header not parsable here (OpenCV's own checks then apply).
+std::optional<std::pair<std::uint64_t, std::uint64_t>> declared_size(const std::vector<std::uint8_t>& bytes) {
+    const auto le16 = [&](std::size_t at) { return static_cast<std::uint32_t>(bytes[at] | (bytes[at + 1] << 8)); };
+    const auto le32 = [&](std::size_t at) { return le16(at) | (le16(at + 2) << 16); };
+    if (bytes.size() >= 26 && bytes[0] == 'B' && bytes[1] == 'M') {
+        if (le32(14) == 12) return std::make_pair<std::uint64_t, std::uint64_t>(le16(18), le16(20));  // OS/2
+        const auto width = static_cast<std::int32_t>(le32(18)), height = static_cast<std::int32_t>(le32(22));
+        return std::make_pair(static_cast<std::uint64_t>(std::abs(static_cast<std::int64_t>(width))),
+                              static_cast<std::uint64_t>(std::abs(static_cast<std::int64_t>(height))));
+    }
+    if (const auto pnm = pnm_header(bytes)) return std::make_pair(pnm->width, pnm->height);
+    if (bytes.size() >= 30 && starts_with(bytes, "RIFF", 4) && std::memcmp(bytes.data() + 8, "WEBP", 4) == 0) {
+        const auto le24 = [&](std::size_t at) { return le16(at) | (static_cast<std::uint32_t>(bytes[at + 2]) << 16); };
+        if (std::memcmp(bytes.data() + 12, "VP8X", 4) == 0)
+            return std::make_pair<std::uint64_t, std::uint64_t>(1 + le24(24), 1 + le24(27));
+        if (std::memcmp(bytes.data() + 12, "VP8L", 4) == 0) {
+            const std::uint32_t bits = le32(21);
+            return std::make_pair<std::uint64_t, std::uint64_t>(1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF));
+        }
+        if (std::memcmp(bytes.data() + 12, "VP8 ", 4) == 0)
+            return std::make_pair<std::uint64_t, std::uint64_t>(le16(26) & 0x3FFF, le16(28) & 0x3FFF);
+        return std::nullopt;
+    }
+    const bool little = starts_with(bytes, "II*\0", 4), big = starts_with(bytes, "MM\0*", 4);
+    if (!little && !big) return std::nullopt;
+    const auto u16 = [&](std::size_t at) {
+        return little ? le16(at) : static_cast<std::uint32_t>((bytes[at] << 8) | bytes[at + 1]);
+    };
+    const auto u32 = [&](std::size_t at) { return little ? le32(at) : (u16(at) << 16) | u16(at + 2); };
+    const std::uint64_t ifd = u32(4);
+    if (ifd + 2 > bytes.size()) return std::nullopt;
+    const std::uint32_t entries = u16(ifd);
+    std::uint64_t width = 0, height = 0;
+    for (std::uint32_t i = 0; i < entries && ifd + 2 + 12 * (i + 1) <= bytes.size(); ++i) {
+        const std::size_t entry = ifd + 2 + 12 * i;
+        const std::uint32_t tag = u16(entry), type = u16(entry + 2);
+        const std::uint64_t value = type == 3 ? u16(entry + 8) : type == 4 ? u32(entry + 8) : 0;
+        if (tag == 256) width = value;
+        if (tag == 257) height = value;
+    }
+    if (width == 0 || height == 0) return std::nullopt;
+    return std::make_pair(width, height);
 }
 
 void scale_pnm_samples(cv::Mat& image, int maxval, bool ascii) {
@@ -149,6 +215,9 @@ std::string decode_with_opencv(const std::string& path, const std::vector<std::u
     // caller reports what matters, in one line. The level is process-wide, set once.
     static std::once_flag quiet;
     std::call_once(quiet, [] { cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT); });
+    if (const auto size = declared_size(bytes)) {
+        if (auto too_big = detail::check_image_size(size->first, size->second); !too_big.empty()) return too_big;
+    }
     cv::Mat image;
     try {
         // UNCHANGED keeps the depth visible, so 16-bit files are refused, not silently scaled.

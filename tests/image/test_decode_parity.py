@@ -139,6 +139,10 @@ def main():
             f.write(b"P6 11 9 100\n" + color.tobytes())
         same.append("max100.ppm")
         Image.fromarray(rgb()).save(at("rgb.ppm")); same.append("rgb.ppm")
+        tall = rng.integers(0, 201, (1_000_001, 1), dtype=np.uint8)  # a 7-digit height
+        with open(at("tall-max200.pgm"), "wb") as f:
+            f.write(b"P5 1 1000001 200\n" + tall.tobytes())
+        same.append("tall-max200.pgm")
 
         for name in same:
             check_same_as_pil(at(name))
@@ -165,6 +169,13 @@ def main():
         check_refused(at("rgba.tif"), "TIFF with transparency")
         Image.fromarray(rng.integers(0, 65536, (5, 6), dtype=np.uint16)).save(at("16bit.png"))
         check_refused(at("16bit.png"), "16-bit samples")
+        # A 1 KB RLE bitmap that declares 32767 x 32767 pixels: refused before OpenCV
+        # allocates 3 GB, at PIL's limit.
+        header = struct.pack("<IiiHHIIiiII", 40, 32767, 32767, 1, 8, 1, 2, 0, 0, 256, 0)
+        offset = 14 + len(header) + 1024
+        with open(at("bomb.bmp"), "wb") as f:
+            f.write(b"BM" + struct.pack("<IHHI", offset + 2, 0, 0, offset) + header + b"\0" * 1024 + b"\x00\x01")
+        check_refused(at("bomb.bmp"), "32767x32767 pixels, more than PIL opens")
         Image.fromarray(rgb()).save(at("still.gif"))
         check_refused(at("still.gif"), "GIF", "convert it to PNG")
         open(at("empty.png"), "wb").close()

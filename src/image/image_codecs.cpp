@@ -29,12 +29,12 @@ std::string check_image_size(std::uint64_t width, std::uint64_t height) {
     return "";
 }
 
-namespace {
-
-[[noreturn]] void throw_too_deep(const std::string& path, int bits) {
+void refuse_sample_depth(const std::string& path, int bits) {
     throw DataError("image '" + path + "' has " + std::to_string(bits) +
                     "-bit samples: only 8-bit images are supported; convert it to 8 bits");
 }
+
+namespace {
 
 // ---- PNG --------------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ std::string decode_png(const std::string& path, const std::vector<std::uint8_t>&
     png_uint_32 width = 0, height = 0;
     int bit_depth = 0, color_type = 0;
     png_get_IHDR(handles.png, handles.info, &width, &height, &bit_depth, &color_type, nullptr, nullptr, nullptr);
-    if (bit_depth > 8) throw_too_deep(path, bit_depth);
+    if (bit_depth > 8) refuse_sample_depth(path, bit_depth);
     if (auto too_big = check_image_size(width, height); !too_big.empty()) return too_big;
 
     // PIL's convert("RGB") / convert("L"): palette colours (transparency ignored), 1/2/4-bit
@@ -169,7 +169,7 @@ std::string decode_jpeg(const std::string& path, const std::vector<std::uint8_t>
     jpeg_create_decompress(&codec);
     jpeg_mem_src(&codec, bytes.data(), static_cast<unsigned long>(bytes.size()));
     jpeg_read_header(&codec, TRUE);
-    if (codec.data_precision != 8) throw_too_deep(path, codec.data_precision);
+    if (codec.data_precision != 8) refuse_sample_depth(path, codec.data_precision);
     if (auto too_big = check_image_size(codec.image_width, codec.image_height); !too_big.empty()) return too_big;
     // PIL decides by the number of components: 1 gray, 3 RGB (YCbCr or Adobe RGB), 4 CMYK.
     const bool cmyk = codec.num_components == 4;

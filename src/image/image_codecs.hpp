@@ -19,6 +19,9 @@ namespace fstore::detail {
 // "decompression bomb" error); fstore does too, before allocating them.
 inline constexpr std::uint64_t max_image_pixels = 2ull * 89478485ull;
 
+// Throws the DataError for an image of `bits`-bit samples (fstore takes 8-bit images only).
+[[noreturn]] void refuse_sample_depth(const std::string& path, int bits);
+
 // "" when width x height is within max_image_pixels, else why the image is refused.
 std::string check_image_size(std::uint64_t width, std::uint64_t height);
 

@@ -62,6 +62,18 @@ bool starts_with(const std::vector<std::uint8_t>& bytes, const char* magic, std:
     return bytes.size() >= length && std::memcmp(bytes.data(), magic, length) == 0;
 }
 
+bool is_tiff(const std::vector<std::uint8_t>& bytes) {
+    return starts_with(bytes, "II*\0", 4) || starts_with(bytes, "MM\0*", 4);
+}
+
+// Little-endian header fields (BMP, WebP, little-endian TIFF); the caller checks the size.
+std::uint32_t le16(const std::vector<std::uint8_t>& bytes, std::size_t at) {
+    return static_cast<std::uint32_t>(bytes[at] | (bytes[at + 1] << 8));
+}
+std::uint32_t le32(const std::vector<std::uint8_t>& bytes, std::size_t at) {
+    return le16(bytes, at) | (le16(bytes, at + 2) << 16);
+}
+
 // ---- where OpenCV's decoders differ from PIL's ------------------------------------------
 
 // A PNM header: P1..P6, width, height and (but for the bitmaps P1/P4) maxval.
@@ -113,33 +125,31 @@ int pnm_small_maxval(const std::vector<std::uint8_t>& bytes, bool& ascii) {
 // allocates them (a 1 KB RLE bitmap may declare 32767 x 32767 pixels); nullopt for other
 // formats or a header not parsable here (OpenCV's own checks then apply).
 std::optional<std::pair<std::uint64_t, std::uint64_t>> declared_size(const std::vector<std::uint8_t>& bytes) {
-    const auto le16 = [&](std::size_t at) { return static_cast<std::uint32_t>(bytes[at] | (bytes[at + 1] << 8)); };
-    const auto le32 = [&](std::size_t at) { return le16(at) | (le16(at + 2) << 16); };
     if (bytes.size() >= 26 && bytes[0] == 'B' && bytes[1] == 'M') {
-        if (le32(14) == 12) return std::make_pair<std::uint64_t, std::uint64_t>(le16(18), le16(20));  // OS/2
-        const auto width = static_cast<std::int32_t>(le32(18)), height = static_cast<std::int32_t>(le32(22));
+        if (le32(bytes, 14) == 12) return std::make_pair<std::uint64_t, std::uint64_t>(le16(bytes, 18), le16(bytes, 20));  // OS/2
+        const auto width = static_cast<std::int32_t>(le32(bytes, 18)), height = static_cast<std::int32_t>(le32(bytes, 22));
         return std::make_pair(static_cast<std::uint64_t>(std::abs(static_cast<std::int64_t>(width))),
                               static_cast<std::uint64_t>(std::abs(static_cast<std::int64_t>(height))));
     }
     if (const auto pnm = pnm_header(bytes)) return std::make_pair(pnm->width, pnm->height);
     if (bytes.size() >= 30 && starts_with(bytes, "RIFF", 4) && std::memcmp(bytes.data() + 8, "WEBP", 4) == 0) {
-        const auto le24 = [&](std::size_t at) { return le16(at) | (static_cast<std::uint32_t>(bytes[at + 2]) << 16); };
+        const auto le24 = [&](std::size_t at) { return le16(bytes, at) | (static_cast<std::uint32_t>(bytes[at + 2]) << 16); };
         if (std::memcmp(bytes.data() + 12, "VP8X", 4) == 0)
             return std::make_pair<std::uint64_t, std::uint64_t>(1 + le24(24), 1 + le24(27));
         if (std::memcmp(bytes.data() + 12, "VP8L", 4) == 0) {
-            const std::uint32_t bits = le32(21);
+            const std::uint32_t bits = le32(bytes, 21);
             return std::make_pair<std::uint64_t, std::uint64_t>(1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF));
         }
         if (std::memcmp(bytes.data() + 12, "VP8 ", 4) == 0)
-            return std::make_pair<std::uint64_t, std::uint64_t>(le16(26) & 0x3FFF, le16(28) & 0x3FFF);
+            return std::make_pair<std::uint64_t, std::uint64_t>(le16(bytes, 26) & 0x3FFF, le16(bytes, 28) & 0x3FFF);
         return std::nullopt;
     }
-    const bool little = starts_with(bytes, "II*\0", 4), big = starts_with(bytes, "MM\0*", 4);
-    if (!little && !big) return std::nullopt;
+    if (!is_tiff(bytes)) return std::nullopt;
+    const bool little = bytes[0] == 'I';
     const auto u16 = [&](std::size_t at) {
-        return little ? le16(at) : static_cast<std::uint32_t>((bytes[at] << 8) | bytes[at + 1]);
+        return little ? le16(bytes, at) : static_cast<std::uint32_t>((bytes[at] << 8) | bytes[at + 1]);
     };
-    const auto u32 = [&](std::size_t at) { return little ? le32(at) : (u16(at) << 16) | u16(at + 2); };
+    const auto u32 = [&](std::size_t at) { return little ? le32(bytes, at) : (u16(at) << 16) | u16(at + 2); };
     const std::uint64_t ifd = u32(4);
     if (ifd + 2 > bytes.size()) return std::nullopt;
     const std::uint32_t entries = u16(ifd);
@@ -174,17 +184,12 @@ void scale_pnm_samples(cv::Mat& image, int maxval, bool ascii) {
 // v * 255 / 31 (/ 63). Returns the green bits (5 or 6), or 0 when the file is not one.
 int bmp16_green_bits(const std::vector<std::uint8_t>& bytes) {
     if (bytes.size() < 58 || bytes[0] != 'B' || bytes[1] != 'M') return 0;
-    auto u16 = [&](std::size_t at) { return bytes[at] | (bytes[at + 1] << 8); };
-    auto u32 = [&](std::size_t at) {
-        return static_cast<std::uint32_t>(u16(at)) | (static_cast<std::uint32_t>(u16(at + 2)) << 16);
-    };
-    const std::uint32_t header = u32(14);
-    if (header < 40 || u16(28) != 16) return 0;
-    const std::uint32_t compression = u32(30);
-    if (compression == 0) return 5;                          // BI_RGB: 5-5-5
-    if (compression == 3 && bytes.size() >= 66) {            // BI_BITFIELDS: masks after the 40 bytes
-        if (u32(54) == 0xF800 && u32(58) == 0x07E0) return 6;  // 5-6-5
-        if (u32(54) == 0x7C00 && u32(58) == 0x03E0) return 5;
+    if (le32(bytes, 14) < 40 || le16(bytes, 28) != 16) return 0;  // header size, bits per pixel
+    const std::uint32_t compression = le32(bytes, 30);
+    if (compression == 0) return 5;                // BI_RGB: 5-5-5
+    if (compression == 3 && bytes.size() >= 66) {  // BI_BITFIELDS: masks after the 40 bytes
+        if (le32(bytes, 54) == 0xF800 && le32(bytes, 58) == 0x07E0) return 6;  // 5-6-5
+        if (le32(bytes, 54) == 0x7C00 && le32(bytes, 58) == 0x03E0) return 5;
     }
     return 0;
 }
@@ -227,17 +232,13 @@ std::string decode_with_opencv(const std::string& path, const std::vector<std::u
         return std::string("OpenCV failed: ") + e.what();
     }
     if (image.empty()) return "not a readable image (OpenCV cannot decode it)";
-    if (image.depth() != CV_8U) {
-        throw DataError("image '" + path + "' has " + std::to_string(8 * image.elemSize1()) +
-                        "-bit samples: only 8-bit images are supported; convert it to 8 bits");
-    }
+    if (image.depth() != CV_8U) detail::refuse_sample_depth(path, static_cast<int>(8 * image.elemSize1()));
     const int channels = image.channels();
     if (channels < 1 || channels > 4) {
         throw DataError("image '" + path + "' has " + std::to_string(channels) +
                         " channels: use gray, RGB or RGBA images");
     }
-    const bool tiff = starts_with(bytes, "II*\0", 4) || starts_with(bytes, "MM\0*", 4);
-    if (tiff && channels == 4 && has_transparency(image)) {
+    if (is_tiff(bytes) && channels == 4 && has_transparency(image)) {
         throw DataError("image '" + path + "' is a TIFF with transparency, whose colours OpenCV cannot read "
                         "unchanged: save it without alpha, or as PNG");
     }

@@ -4,9 +4,10 @@
 // functions is constructed before their setjmp, so a longjmp back to it skips none, and no
 // local object is changed between the setjmp and a call that may longjmp (such a local's
 // value is indeterminate after the jump): rows are decoded straight into the caller's
-// `out`, scratch space included. The callbacks only write into fixed buffers.
+// `out`, scratch space included (a palette image's indices too). The callbacks only write into fixed buffers.
 #include "image_codecs.hpp"
 
+#include <array>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -111,6 +112,30 @@ void cmyk_row_to_rgb(const std::uint8_t* cmyk, std::uint8_t* rgb, std::size_t wi
     }
 }
 
+// Palette indices to RGB through PIL's palette: its gray ramp, overwritten by the PLTE entries.
+// The `count` indices are the last third of `pixels`; writing pixel i's three bytes never
+// reaches an index not yet read (3i + 2 < 2 * count + i + 1 for every i < count).
+void expand_palette_in_place(const PngHandles& handles, std::uint8_t* pixels, std::size_t count) {
+    std::array<std::uint8_t, 256 * 3> table{};
+    for (int i = 0; i < 256; ++i) table[3 * i] = table[3 * i + 1] = table[3 * i + 2] = static_cast<std::uint8_t>(i);
+    png_colorp entries = nullptr;
+    int entry_count = 0;
+    if (png_get_PLTE(handles.png, handles.info, &entries, &entry_count) != 0) {
+        for (int i = 0; i < entry_count && i < 256; ++i) {
+            table[3 * i] = entries[i].red;
+            table[3 * i + 1] = entries[i].green;
+            table[3 * i + 2] = entries[i].blue;
+        }
+    }
+    const std::uint8_t* index = pixels + 2 * count;
+    for (std::size_t i = 0; i < count; ++i, pixels += 3) {
+        const std::uint8_t* colour = &table[3 * static_cast<std::size_t>(*index++)];
+        pixels[0] = colour[0];
+        pixels[1] = colour[1];
+        pixels[2] = colour[2];
+    }
+}
+
 }  // namespace
 
 std::string decode_png(const std::string& path, const std::vector<std::uint8_t>& bytes, DecodedImage& out) {
@@ -135,8 +160,11 @@ std::string decode_png(const std::string& path, const std::vector<std::uint8_t>&
     if (auto too_big = check_image_size(width, height); !too_big.empty()) return too_big;
 
     // PIL's convert("RGB") / convert("L"): palette colours (transparency ignored), 1/2/4-bit
-    // gray scaled (x255, x85, x17), alpha dropped; gamma chunks are not applied.
-    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(handles.png);
+    // gray scaled (x255, x85, x17), alpha dropped; gamma chunks are not applied. Palette images
+    // are read as one index byte per pixel and looked up here, not by libpng: libpng maps an
+    // index past the PLTE entries to black, PIL to its default gray ramp (i, i, i).
+    const bool palette = color_type == PNG_COLOR_TYPE_PALETTE;
+    if (palette && bit_depth < 8) png_set_packing(handles.png);
     if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(handles.png);
     png_set_strip_alpha(handles.png);
     const int passes = png_set_interlace_handling(handles.png);
@@ -146,14 +174,18 @@ std::string decode_png(const std::string& path, const std::vector<std::uint8_t>&
 
     out.width = static_cast<int>(width);
     out.height = static_cast<int>(height);
-    out.channels = channels;
+    out.channels = palette ? 3 : channels;
     const std::size_t stride = static_cast<std::size_t>(width) * channels;
-    out.pixels.resize(stride * height);
+    const std::size_t pixel_count = static_cast<std::size_t>(width) * height;
+    out.pixels.resize(pixel_count * out.channels);
+    // A palette image's indices go into the last third of `out`, to be expanded in place.
+    std::uint8_t* const rows = out.pixels.data() + (palette ? 2 * pixel_count : 0);
     // Row by row, each pass of an interlaced image over the same rows (libpng merges them).
     for (int pass = 0; pass < passes; ++pass) {
-        for (png_uint_32 y = 0; y < height; ++y) png_read_row(handles.png, out.pixels.data() + y * stride, nullptr);
+        for (png_uint_32 y = 0; y < height; ++y) png_read_row(handles.png, rows + y * stride, nullptr);
     }
     // What follows the image data (text chunks, IEND) is not read: PIL does not need it either.
+    if (palette) expand_palette_in_place(handles, out.pixels.data(), pixel_count);
     return "";
 }
 

@@ -25,7 +25,8 @@ inline constexpr std::uint64_t max_image_pixels = 2ull * 89478485ull;
 // "" when width x height is within max_image_pixels, else why the image is refused.
 std::string check_image_size(std::uint64_t width, std::uint64_t height);
 
-// PNG through libpng: palettes expanded, 1/2/4-bit gray scaled to 8 bits, alpha dropped.
+// PNG through libpng: palettes expanded as PIL does (an index past the PLTE entries is
+// gray (i, i, i), not black), 1/2/4-bit gray scaled to 8 bits, alpha dropped.
 std::string decode_png(const std::string& path, const std::vector<std::uint8_t>& bytes, DecodedImage& out);
 
 // JPEG through libjpeg: gray stays gray, CMYK/YCCK become RGB with PIL's formula (Adobe

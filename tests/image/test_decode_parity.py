@@ -66,10 +66,31 @@ def bmp16(path, values, masks=None):
         f.write(b"BM" + struct.pack("<IHHI", offset + len(row), 0, 0, offset) + header + row)
 
 
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_png(path, ihdr, raw, before_idat=b""):
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + before_idat + png_chunk(b"IDAT", zlib.compress(raw)) +
+                png_chunk(b"IEND", b""))
+
+
+def short_palette_png(path, bits, indices, colours):
+    """A 1-row palette PNG whose pixels index past its PLTE entries (PIL: gray (i, i, i))."""
+    per_byte = 8 // bits
+    packed = bytearray()
+    for start in range(0, len(indices), per_byte):
+        byte = 0
+        for k, index in enumerate(indices[start:start + per_byte]):
+            byte |= index << (8 - bits * (k + 1))
+        packed.append(byte)
+    write_png(path, struct.pack(">IIBBBBB", len(indices), 1, bits, 3, 0, 0, 0), b"\0" + bytes(packed),
+              png_chunk(b"PLTE", bytes(colours)))
+
+
 def adam7_png(path, pixels):
     """An interlaced (Adam7) 8-bit RGB PNG, which PIL reads but cannot write."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
     h, w, _ = pixels.shape
     raw = b""
     for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
@@ -77,9 +98,7 @@ def adam7_png(path, pixels):
         sub = pixels[y0::dy, x0::dx]
         if sub.size:
             raw += b"".join(b"\0" + row.tobytes() for row in sub)  # filter type 0 per row
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)) +
-                chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    write_png(path, struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1), raw)
 
 
 def main():
@@ -99,6 +118,10 @@ def main():
         palette.save(at("palette-trns.png"), transparency=3); same.append("palette-trns.png")
         palette.convert("P", palette=Image.ADAPTIVE, colors=16).save(at("palette4.png"), bits=4)
         same.append("palette4.png")
+        short_palette_png(at("short-palette.png"), 8, list(range(256)), [10, 20, 30, 40, 50, 60, 70, 80, 90])
+        short_palette_png(at("short-palette2.png"), 2, [0, 1, 2, 3, 3, 0], [10, 20, 30])
+        same += ["short-palette.png", "short-palette2.png"]
+        assert np.asarray(Image.open(at("short-palette.png")).convert("RGB"))[0, 200].tolist() == [200] * 3
         Image.fromarray(rgb()[..., 0] > 128).save(at("bilevel.png")); same.append("bilevel.png")
         Image.fromarray(np.zeros((1, 1_100_000), dtype=np.uint8)).save(at("wide.png")); same.append("wide.png")
         adam7_png(at("interlaced.png"), rgb(29, 37)); same.append("interlaced.png")

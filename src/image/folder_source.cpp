@@ -11,6 +11,7 @@
 #include "fstore/datasets.hpp"
 #include "fstore/error.hpp"
 #include "fstore/image_file.hpp"
+#include "digest.hpp"
 
 namespace fstore {
 namespace {
@@ -149,16 +150,21 @@ public:
                                 (fs::exists(o.images_dir, ec) ? "is not a directory" : "not found") +
                                 ": pass the folder that holds the images with --images");
         }
-        std::ifstream in(o.labels_csv, std::ios::binary);
-        if (!fs::is_regular_file(o.labels_csv, ec) || !in) {
+        // Read once, here: the digest is of the bytes parsed, so a CSV edited during the run
+        // cannot pair its rows with another file's identity, and a pipe (--labels <(...)) works.
+        std::ifstream in;
+        if (!fs::is_directory(o.labels_csv, ec)) in.open(o.labels_csv, std::ios::binary);
+        std::ostringstream ss;
+        if (in) ss << in.rdbuf();
+        if (!in || in.bad()) {
             const char* what = !fs::exists(o.labels_csv, ec)        ? "not found"
                                : fs::is_directory(o.labels_csv, ec) ? "is a directory"
                                                                     : "is not readable";
             throw NotFoundError("labels file '" + o.labels_csv + "' " + what + ": pass the CSV file with --labels");
         }
-        std::ostringstream ss;
-        ss << in.rdbuf();
-        const auto records = parse_csv(ss.str(), o.labels_csv);
+        const std::string text = ss.str();
+        labels_sha256_ = detail::sha256_hex(text.data(), text.size());
+        const auto records = parse_csv(text, o.labels_csv);
         if (records.empty()) {
             throw FormatError("'" + o.labels_csv + "' is empty: it needs a header row 'path,label[,split]'");
         }
@@ -272,6 +278,8 @@ public:
 
     std::int64_t entry_position() const override { return entries_; }
 
+    std::string fingerprint() const override { return labels_sha256_; }
+
     std::int64_t skip_entries(std::int64_t n) override {
         if (current_ >= info_.size() || n <= 0) return 0;
         const auto rows = static_cast<std::int64_t>(rows_[current_].size());
@@ -332,6 +340,7 @@ private:
     }
 
     ImageFolderOptions options_;
+    std::string labels_sha256_;  // of the CSV's bytes as parsed
     std::vector<SplitInfo> info_;
     std::vector<std::vector<Row>> rows_;
     std::size_t current_ = 0;

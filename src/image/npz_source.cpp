@@ -1,6 +1,5 @@
 // MedMNIST .npz reader: streams `{split}_images.npy` members with libzip, one batch at a
 // time. Labels (a few bytes per sample) are read whole when their split starts.
-#include <openssl/evp.h>
 #include <zip.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 
 #include "fstore/datasets.hpp"
 #include "fstore/error.hpp"
+#include "digest.hpp"
 
 namespace fstore {
 
@@ -478,18 +478,7 @@ public:
         }
         std::sort(lines.begin(), lines.end());
         const std::string table = std::accumulate(lines.begin(), lines.end(), std::string());
-        unsigned char digest[EVP_MAX_MD_SIZE];
-        unsigned int length = 0;
-        if (EVP_Digest(table.data(), table.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
-            throw InternalError("SHA-256 is not available from OpenSSL");
-        }
-        std::string hex;
-        for (unsigned int i = 0; i < length; ++i) {
-            char byte[3];
-            std::snprintf(byte, sizeof byte, "%02x", digest[i]);
-            hex += byte;
-        }
-        return hex;
+        return detail::sha256_hex(table.data(), table.size());
     }
 
     std::size_t next_batch(std::size_t n, std::vector<Sample>& out) override {

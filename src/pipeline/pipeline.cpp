@@ -342,7 +342,7 @@ void BuildRun::check_identity(const ImageSource* source) {
         image_identity = image_model;
         image_identity.push_back({attr_dataset, resolved_dataset_name(o_), "dataset"});
         image_identity.push_back({attr_image_size, folder ? not_for_folder : std::to_string(o_.size), "image size"});
-        image_identity.push_back({attr_labels_sha, folder ? file_sha256(o_.labels_csv.string()) : not_for_npz,
+        image_identity.push_back({attr_labels_sha, folder ? source->fingerprint() : not_for_npz,
                                   "labels CSV (SHA-256)"});
         image_identity.push_back({attr_npz_fingerprint, folder ? not_for_folder : source->fingerprint(),
                                   data_file_what.c_str()});

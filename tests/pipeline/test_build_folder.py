@@ -4,8 +4,10 @@
 an image that was unreadable before and is fixed since cannot shift the rows (no
 duplicates), rows handled by an earlier run are not reported as skipped again, and images
 beyond --limit are not decoded at all."""
+import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -152,6 +154,21 @@ def main():
                 "total_new"] == 0, size
             assert t.read(tail_h5)["labels"].tolist() == [0, 1], size
             t.verify(tail_h5)
+
+        # 5. The labels CSV from a pipe (--labels <(...), /dev/stdin): read once, its digest is
+        #    of the bytes parsed, so the store resumes from the same CSV as a file.
+        pipe_h5 = os.path.join(tmp, "pipe.h5")
+        with open(tail_csv, "rb") as f:
+            csv_bytes = f.read()
+        p = subprocess.run(folder_cmd(pipe_h5, images, "/dev/stdin"), input=csv_bytes, capture_output=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["total_new"] == 3
+        import h5py
+        with h5py.File(pipe_h5, "r") as f:
+            assert f.attrs["fstore_labels_sha256"] == hashlib.sha256(csv_bytes).hexdigest()
+        assert json.loads(t.run(folder_cmd(pipe_h5, images, tail_csv)).stdout)["total_new"] == 0
+        t.verify(pipe_h5)
     print("ok")
 
 

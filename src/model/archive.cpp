@@ -185,6 +185,12 @@ ModelConfig read_archive_config(const std::string& path) {
     if (std::filesystem::is_directory(path, ec)) {
         throw NotFoundError("model archive " + origin + " is a directory: pass the .pt file inside it");
     }
+    // A pipe (--model <(...)) or FIFO: a zip is read by seeking, and opening a FIFO with no
+    // writer would hang.
+    if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+        throw ModelError("model archive " + origin + " is not a regular file (a pipe, FIFO or device): "
+                         "a zip archive is read by seeking; save it to a file and pass that");
+    }
     {
         std::ifstream probe(path, std::ios::binary);
         if (!probe) {

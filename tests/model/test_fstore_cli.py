@@ -137,9 +137,12 @@ with tempfile.TemporaryDirectory() as tmp:
     check(r.returncode == 0 and len(r.stdout.splitlines()) == 1, "model-info --json prints one line")
     not_zip = os.path.join(tmp, "not_zip.pt")
     open(not_zip, "w").write("hello\n")
+    fifo = os.path.join(tmp, "fifo.pt")
+    os.mkfifo(fifo)  # no writer: opening it to probe would hang
     for args, code, text in (
             (["model-info", "--model", os.path.join(tmp, "missing.pt")], 3, "export_conceptclip.py"),
             (["model-info", "--model", not_zip], 6, "not a zip file"),
+            (["model-info", "--model", fifo], 6, "not a regular file"),
             (["embed", "--model", tiny, "--precision", "fp16", "--device", "cpu", "--text", "a"], 2, "fp16"),
             (["embed", "--model", tiny], 2, "nothing to embed"),
             (["embed", "--model", tiny, "--image", os.path.join(tmp, "missing.png")], 3, "missing.png"),

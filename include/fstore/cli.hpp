@@ -68,7 +68,9 @@ void set_help_footers(CLI::App& app, const std::vector<std::string>& examples,
 
 // Parses the command line. nullopt: go on and run the command. Otherwise exit at once with
 // the returned code: 0 after --help or --version (printed on `out`), ExitCode::usage after
-// one line on `err` (usage_error_line).
+// one line on `err` (usage_error_line). An option's value that is one of the tool's own
+// options ("--h5 --json") is a forgotten value and a usage error, unless it was attached
+// with '=' ("--text=--json").
 std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, std::ostream& out,
                          std::ostream& err);
 

@@ -11,7 +11,9 @@
 #include <memory>
 #include <new>
 #include <ostream>
+#include <set>
 #include <sstream>
+#include <string_view>
 
 #include <poll.h>
 #include <sys/stat.h>
@@ -290,11 +292,16 @@ bool names_an_option(const CLI::App& app, const std::string& word) {
 
 // "--h5 --json": CLI11 hands an option that takes a value the next word, even when that word
 // is one of the tool's own options. Such a value is a forgotten one, never a file named
-// "--json"; refused with the option's name instead of being used.
-void refuse_options_taken_as_values(const CLI::App& root, const CLI::App& app) {
+// "--json"; refused with the option's name instead of being used. One attached with '='
+// ("--text=--json") was meant: `attached` holds those values, each as often as given.
+void refuse_options_taken_as_values(const CLI::App& root, const CLI::App& app, std::multiset<std::string>& attached) {
     for (const CLI::Option* option : app.get_options()) {
         if (option->get_type_size() == 0 || option->count() == 0) continue;  // flags, unused
         for (const std::string& value : option->results()) {
+            if (const auto meant = attached.find(value); meant != attached.end()) {
+                attached.erase(meant);
+                continue;
+            }
             if (names_an_option(root, value)) {
                 const bool several = option->get_expected_max() > 1;
                 throw CLI::ValidationError(option->get_name() + " needs " + (several ? "values" : "a value") +
@@ -302,7 +309,22 @@ void refuse_options_taken_as_values(const CLI::App& root, const CLI::App& app) {
             }
         }
     }
-    for (const CLI::App* sub : app.get_subcommands()) refuse_options_taken_as_values(root, *sub);
+    for (const CLI::App* sub : app.get_subcommands()) refuse_options_taken_as_values(root, *sub, attached);
+}
+
+// The values given as "--name=value" that themselves start with '-'.
+std::multiset<std::string> values_attached_with_equals(int argc, const char* const* argv) {
+    std::multiset<std::string> attached;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view word = argv[i];
+        if (word == "--") break;
+        const auto equals = word.find('=');
+        if (word.rfind("--", 0) == 0 && equals != std::string_view::npos && equals + 1 < word.size() &&
+            word[equals + 1] == '-') {
+            attached.emplace(word.substr(equals + 1));
+        }
+    }
+    return attached;
 }
 
 }  // namespace
@@ -311,7 +333,8 @@ std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, std::
                          std::ostream& err) {
     try {
         app.parse(argc, argv);
-        refuse_options_taken_as_values(app, app);
+        auto attached = values_attached_with_equals(argc, argv);
+        refuse_options_taken_as_values(app, app, attached);
         return std::nullopt;
     } catch (const CLI::Success& e) {  // --help, --version
         return app.exit(e, out, err);

@@ -104,6 +104,17 @@ TEST(CliConventions, UnknownOrMissingSubcommandListsTheSubcommands) {
               "tool: error: the following argument was not expected: --bogus (see tool --help)");
 }
 
+TEST(CliConventions, AnOptionWhereAValueBelongsIsAForgottenValueUnlessAttached) {
+    Tool tool;
+    EXPECT_EQ(tool.usage_error({"build", "--text", "--json"}),
+              "tool: error: --text needs values (got option '--json') (see tool build --help)");
+    EXPECT_EQ(tool.usage_error({"build", "--text=--json", "--text", "--json"}),
+              "tool: error: --text needs values (got option '--json') (see tool build --help)");
+    ASSERT_EQ(tool.parse({"build", "--text=--json", "--text=--size"}), std::nullopt) << tool.err;
+    EXPECT_EQ(tool.texts, (std::vector<std::string>{"--json", "--size"}));
+    EXPECT_FALSE(tool.json);
+}
+
 TEST(CliConventions, ExcludedFlagsContradictEachOther) {
     EXPECT_EQ(Tool().usage_error({"fetch", "--concept", "--label"}),
               "tool: error: --concept and --label contradict each other: pass only one of them "

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -66,12 +67,19 @@ struct NpyHeader {
     std::vector<std::int64_t> shape;
     std::uint64_t header_bytes = 0;  // magic + lengths + dict: where the data starts
 
+    // Elements; parse() has checked that count() * itemsize cannot overflow.
     std::uint64_t count() const {
         std::uint64_t n = 1;
         for (auto d : shape) n *= static_cast<std::uint64_t>(d);
         return n;
     }
 };
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+    std::string text = "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+    return text + (shape.size() == 1 ? ",)" : ")");
+}
 
 // Parses the Python dict literal of a .npy header:
 // {'descr': '<i8', 'fortran_order': False, 'shape': (3, 1), }
@@ -111,6 +119,9 @@ public:
             if (peek() == '}') break;
             fail("expected ',' or '}'");
         }
+        ++i_;  // the '}'
+        ws();
+        if (i_ != s_.size()) fail("text after the closing '}'");
         if (!have_descr || !have_order || !have_shape) fail("missing descr, fortran_order or shape");
         const std::string& d = h.descr;
         if (d.size() < 3 || std::string("<>|=").find(d[0]) == std::string::npos) {
@@ -125,6 +136,15 @@ public:
         } catch (const std::exception&) {
             fail("unsupported dtype '" + d + "'");
         }
+        // The member's size is count * itemsize: a product past 2^63 (a crafted shape) would
+        // wrap around and pass the size checks.
+        std::uint64_t bytes = h.itemsize > 0 ? static_cast<std::uint64_t>(h.itemsize) : 1;
+        for (const auto dim : h.shape) {
+            if (dim != 0 && bytes > (std::uint64_t{1} << 63) / static_cast<std::uint64_t>(dim)) {
+                fail("shape " + shape_text(h.shape) + " describes more than 2^63 bytes");
+            }
+            bytes *= static_cast<std::uint64_t>(dim);
+        }
         return h;
     }
 
@@ -135,7 +155,8 @@ private:
     }
     char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
     void ws() {
-        while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\t')) ++i_;
+        // Python's whitespace, as ast.literal_eval (numpy's header parser) takes it.
+        while (i_ < s_.size() && std::strchr(" \t\n\r\f\v", s_[i_]) != nullptr && s_[i_] != '\0') ++i_;
     }
     void expect(char c) {
         ws();
@@ -163,15 +184,19 @@ private:
         }
         fail("fortran_order is not True or False");
     }
+    // A Python tuple of integers: "()", "(7,)", "(7, 28)" or "(7, 28,)"; "(7)" is an int.
     std::vector<std::int64_t> tuple() {
         expect('(');
         std::vector<std::int64_t> out;
+        bool comma = false;  // after the last element
         while (true) {
             ws();
             if (peek() == ')') {
                 ++i_;
+                if (out.size() == 1 && !comma) fail("shape (" + std::to_string(out[0]) + ") is not a tuple");
                 return out;
             }
+            if (!out.empty() && !comma) fail("expected ',' or ')' in the shape");
             if (!std::isdigit(static_cast<unsigned char>(peek()))) fail("bad shape");
             std::int64_t v = 0;
             while (std::isdigit(static_cast<unsigned char>(peek()))) {
@@ -181,7 +206,8 @@ private:
             if (peek() == 'L') ++i_;  // Python 2 longs
             out.push_back(v);
             ws();
-            if (peek() == ',') ++i_;
+            comma = peek() == ',';
+            if (comma) ++i_;
         }
     }
 
@@ -196,16 +222,23 @@ public:
     Member(zip_t* zip, zip_uint64_t index, std::string where)
         : where_(std::move(where)), file_(zip_fopen_index(zip, index, 0)) {
         if (!file_) {
-            throw FormatError(where_ + ": cannot open member (" + zip_error_strerror(zip_get_error(zip)) +
+            zip_error_t* error = zip_get_error(zip);
+            if (zip_error_code_zip(error) == ZIP_ER_COMPNOTSUPP || zip_error_code_zip(error) == ZIP_ER_ENCRNOTSUPP) {
+                throw FormatError(where_ + ": cannot open member (" + zip_error_strerror(error) +
+                                  "): re-save the arrays with numpy.savez or numpy.savez_compressed");
+            }
+            throw FormatError(where_ + ": cannot open member (" + zip_error_strerror(error) +
                               "): the .npz is corrupt; re-download it");
         }
         // Only stored, unencrypted members can seek (a failed zip_fseek also poisons the
         // file handle, so never try on the others).
         zip_stat_t st;
         zip_stat_init(&st);
-        if (zip_stat_index(zip, index, 0, &st) == 0 && (st.valid & ZIP_STAT_COMP_METHOD) != 0 &&
-            (st.valid & ZIP_STAT_ENCRYPTION_METHOD) != 0) {
-            seekable_ = st.comp_method == ZIP_CM_STORE && st.encryption_method == ZIP_EM_NONE;
+        if (zip_stat_index(zip, index, 0, &st) == 0) {
+            if ((st.valid & ZIP_STAT_COMP_METHOD) != 0 && (st.valid & ZIP_STAT_ENCRYPTION_METHOD) != 0) {
+                seekable_ = st.comp_method == ZIP_CM_STORE && st.encryption_method == ZIP_EM_NONE;
+            }
+            if ((st.valid & ZIP_STAT_SIZE) != 0) declared_size_ = st.size;
         }
     }
 
@@ -239,26 +272,40 @@ public:
     }
 
     // Reads the rest of the member and lets libzip compare its CRC (a stored member is read
-    // too, not seeked over, so that every byte is checked). Returns early, unchecked, once
-    // `stop` is set.
+    // too, not seeked over, so that every byte is checked), and checks that the data is as
+    // long as the zip entry declares: libzip checks only the CRC, and a crafted entry can
+    // declare a size its data does not have. Returns early, unchecked, once `stop` is set.
     void check_rest(const std::atomic<bool>& stop) {
         constexpr std::size_t chunk = 1 << 20;
         std::vector<std::uint8_t> scratch(chunk);
         while (!stop.load(std::memory_order_relaxed)) {
             const zip_int64_t got = zip_fread(file_.get(), scratch.data(), chunk);
             if (got < 0) corrupt(zip_file_strerror(file_.get()));
-            if (got == 0) return;
+            offset_ += static_cast<std::uint64_t>(got);
+            if (got == 0) {
+                if (declared_size_ && offset_ != *declared_size_) {
+                    corrupt("member data is " + std::to_string(offset_) + " bytes, not the " +
+                            std::to_string(*declared_size_) + " its zip entry declares");
+                }
+                return;
+            }
         }
     }
 
-    // At the end of the data: one more read lets libzip compare the CRC (only meaningful
-    // when every byte went through zip_fread).
+    // At the end of the array data: reads what follows it, as numpy ignores it, to its end,
+    // where libzip compares the CRC (only meaningful when every byte went through zip_fread).
     void finish() {
         if (seeked_) return;
-        std::uint8_t extra = 0;
-        const zip_int64_t got = zip_fread(file_.get(), &extra, 1);
-        if (got < 0) corrupt(zip_file_strerror(file_.get()));
-        if (got > 0) corrupt("member holds more data than its .npy header describes");
+        std::uint8_t extra[4096];
+        while (true) {
+            const zip_int64_t got = zip_fread(file_.get(), extra, sizeof extra);
+            if (got < 0) corrupt(zip_file_strerror(file_.get()));
+            if (got == 0) return;
+            offset_ += static_cast<std::uint64_t>(got);
+            if (declared_size_ && offset_ > *declared_size_) {
+                corrupt("member holds more data than its zip entry declares");
+            }
+        }
     }
 
     NpyHeader read_header() {
@@ -267,7 +314,9 @@ public:
         static const std::uint8_t magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
         if (std::memcmp(pre, magic, 6) != 0) bad("no .npy magic (\\x93NUMPY)");
         const int major = pre[6];
-        if (major < 1 || major > 3) bad(".npy version " + std::to_string(major) + " (expected 1, 2 or 3)");
+        if (major < 1 || major > 3 || pre[7] != 0) {
+            bad(".npy version " + std::to_string(major) + "." + std::to_string(pre[7]) + " (expected 1.0, 2.0 or 3.0)");
+        }
         std::uint64_t len = 0;
         std::uint64_t pre_len = 10;
         if (major == 1) {
@@ -299,6 +348,7 @@ private:
     std::string where_;
     ZipFilePtr file_;
     std::uint64_t offset_ = 0;
+    std::optional<std::uint64_t> declared_size_;  // the zip entry's uncompressed size
     bool seeked_ = false;
     bool seekable_ = false;
 };
@@ -379,6 +429,7 @@ private:
 
 struct SplitMembers {
     std::string name;
+    std::string images_member, labels_member;  // "{name}_images.npy" (or without ".npy")
     zip_uint64_t images_index = 0, labels_index = 0;
     NpyHeader images, labels;
     std::int64_t count = 0;
@@ -427,6 +478,11 @@ public:
             throw NotFoundError("MedMNIST file '" + path +
                                 "' not found: pass --download to fetch it, or --data-root to read it from another directory");
         }
+        if (!fs::is_regular_file(path, ec)) {
+            throw NotFoundError("MedMNIST file '" + path + "' is " +
+                                (fs::is_directory(path, ec) ? "a directory" : "not a regular file (a FIFO or device)") +
+                                ": pass --data-root the directory that holds the .npz file");
+        }
         int err = 0;
         zip_.reset(zip_open(path.c_str(), ZIP_RDONLY, &err));
         if (!zip_) {
@@ -448,7 +504,7 @@ public:
             info_.push_back({name, splits_.back().count});
         }
         std::vector<MemberChecker::Target> targets;
-        for (const auto& split : splits_) targets.push_back({split.images_index, where(split.name + "_images.npy")});
+        for (const auto& split : splits_) targets.push_back({split.images_index, where(split.images_member)});
         checker_ = std::make_unique<MemberChecker>(path_, std::move(targets));
         advance_past_empty();
     }
@@ -558,10 +614,23 @@ private:
                         "): request only the splits the file has, or use a MedMNIST file");
     }
 
-    zip_uint64_t locate(const std::string& member) const {
-        const zip_int64_t idx = zip_name_locate(zip_.get(), member.c_str(), 0);
-        if (idx < 0) missing(member);
-        return static_cast<zip_uint64_t>(idx);
+    // The member np.load(path)[key] reads: one named `key` exactly, else `key`.npy; of
+    // several entries of one name the last, as Python's zipfile takes it (appending a
+    // member of the same name is how zipfile updates an archive). Sets `name` to it.
+    zip_uint64_t locate(const std::string& key, std::string& name) const {
+        const zip_int64_t n = zip_get_num_entries(zip_.get(), 0);
+        for (const std::string& candidate : {key, key + ".npy"}) {
+            std::optional<zip_uint64_t> found;
+            for (zip_int64_t i = 0; i < n; ++i) {
+                const char* entry = zip_get_name(zip_.get(), static_cast<zip_uint64_t>(i), 0);
+                if (entry != nullptr && candidate == entry) found = static_cast<zip_uint64_t>(i);
+            }
+            if (found) {
+                name = candidate;
+                return *found;
+            }
+        }
+        missing(key + ".npy");
     }
 
     std::uint64_t member_size(zip_uint64_t index, const std::string& member) const {
@@ -576,10 +645,10 @@ private:
     SplitMembers open_split(const std::string& name) {
         SplitMembers s;
         s.name = name;
-        const std::string img_name = name + "_images.npy";
-        const std::string lab_name = name + "_labels.npy";
-        s.images_index = locate(img_name);
-        s.labels_index = locate(lab_name);
+        s.images_index = locate(name + "_images", s.images_member);
+        s.labels_index = locate(name + "_labels", s.labels_member);
+        const std::string& img_name = s.images_member;
+        const std::string& lab_name = s.labels_member;
         {
             Member m(zip_.get(), s.images_index, where(img_name));
             s.images = m.read_header();
@@ -620,7 +689,7 @@ private:
                 m.bad("labels are in Fortran order, expected C order");
             }
             if (h.shape.empty() || h.shape.size() > 2 || (h.shape.size() == 2 && h.shape[1] < 1)) {
-                m.bad("labels have shape of " + std::to_string(h.shape.size()) + " dimensions, expected (N,) or (N, K)");
+                m.bad("labels have shape " + shape_text(h.shape) + ", expected (N,) or (N, K) with K >= 1");
             }
             check_size(s.labels_index, lab_name, h);
             if (h.shape[0] != s.count) {
@@ -635,7 +704,8 @@ private:
     void check_size(zip_uint64_t index, const std::string& member, const NpyHeader& h) const {
         const std::uint64_t expected = h.header_bytes + h.count() * static_cast<std::uint64_t>(h.itemsize);
         const std::uint64_t actual = member_size(index, member);
-        if (actual != expected) {
+        // Bytes after the array data are ignored, as numpy ignores them.
+        if (actual < expected) {
             throw FormatError(where(member) + ": member holds " + std::to_string(actual) +
                               " bytes but its .npy header describes " + std::to_string(expected) +
                               ": the file is truncated or corrupt; re-download it");
@@ -649,19 +719,25 @@ private:
         if (images_) return true;
         const SplitMembers& s = splits_[current_];
         {
-            const std::string lab_name = s.name + "_labels.npy";
-            Member m(zip_.get(), s.labels_index, where(lab_name));
+            Member m(zip_.get(), s.labels_index, where(s.labels_member));
             m.read_header();
             const std::size_t row = static_cast<std::size_t>(s.labels.itemsize) *
                                     (s.labels.shape.size() == 2 ? static_cast<std::size_t>(s.labels.shape[1]) : 1);
-            std::vector<std::uint8_t> raw(row * static_cast<std::size_t>(s.count));
-            m.read_exact(raw.data(), raw.size());
+            // Grown as the data arrives: a member whose header and zip entry both claim far
+            // more labels than it holds fails on its data, not on a huge allocation.
+            const std::uint64_t total = static_cast<std::uint64_t>(row) * static_cast<std::uint64_t>(s.count);
+            std::vector<std::uint8_t> raw;
+            while (raw.size() < total) {
+                const std::size_t at = raw.size();
+                raw.resize(at + static_cast<std::size_t>(std::min<std::uint64_t>(total - at, std::uint64_t{1} << 24)));
+                m.read_exact(raw.data() + at, raw.size() - at);
+            }
             m.finish();
             labels_.resize(static_cast<std::size_t>(s.count));
             for (std::size_t i = 0; i < labels_.size(); ++i) labels_[i] = decode_label(&raw[i * row], s.labels);
         }
         if (!checker_->wait(current_, stop_)) return false;
-        images_ = std::make_unique<Member>(zip_.get(), s.images_index, where(s.name + "_images.npy"));
+        images_ = std::make_unique<Member>(zip_.get(), s.images_index, where(s.images_member));
         images_->read_header();
         return true;
     }

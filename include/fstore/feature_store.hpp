@@ -87,6 +87,9 @@ struct TemplateInfo {
     std::string texts_hash;         // hex SHA-256 over each text's UTF-8 bytes + one 0 byte
     std::string created_at;
     bool has_token_features = false;
+    // texts (K,), text_features (K, D) and text_token_features (K, T_txt, D) all present,
+    // with shapes that agree: the group as write_template leaves it.
+    bool complete = false;
 };
 
 // What the repair (as the reference's) puts where a row's split or label is unknown.

@@ -419,6 +419,14 @@ void BuildRun::check_identity(const ImageSource* source) {
         for (const auto& id : store.template_ids())
             if (is_prompt_template_id(id)) prompt_templates.push_back(id);
         const bool unrecorded = !prompt_templates.empty() && !attribute_text(store, attr_text_model_sha);
+        // Prompt-set ids this set does not write (another tool wrote them under this store's
+        // identity, e.g. the reference with another prompt set, which leaves the identity
+        // attributes as they were): they would pass for this set's templates.
+        std::set<std::string> own_ids;
+        for (const auto& t : expand_templates(*prompts_)) own_ids.insert(t.id);
+        std::vector<std::string> stale;
+        for (const auto& id : prompt_templates)
+            if (!own_ids.count(id)) stale.push_back(id);
         for (const auto& e : text_identity) store.set_attribute(e.attribute, e.value);
         // The vocabulary and logit scalars in the same commit as the identity: templates an
         // interrupted text stage leaves are always the ones these attributes describe.
@@ -431,6 +439,10 @@ void BuildRun::check_identity(const ImageSource* source) {
                          "(written by another tool?): replacing them with this model's and prompt set's",
                          o_.h5_path.string(), prompt_templates.size());
             store.remove_templates(prompt_templates);
+        } else if (!stale.empty()) {
+            spdlog::warn("store {} holds {} prompt template groups this prompt set does not write ({}{}): removing them",
+                         o_.h5_path.string(), stale.size(), stale.front(), stale.size() > 1 ? ", ..." : "");
+            store.remove_templates(stale);
         }
     } else if (!text_diffs.empty()) {
         spdlog::warn("the templates of {} were encoded by another model ({}); rerun with --run-text "
@@ -445,13 +457,15 @@ void BuildRun::check_identity(const ImageSource* source) {
 
 // ---- text stage -------------------------------------------------------------------------
 
-// A stored template group holds exactly `t`'s texts, whole (write_template commits a group
-// at once, so K and texts_hash describe the data beside them).
+// A stored template group holds exactly `t`'s texts, whole: every dataset present with
+// agreeing shapes, the texts themselves equal (write_template commits a group at once; a
+// group damaged or edited since is encoded again).
 bool stored_template_matches(const FeatureStore& store, const TemplateTexts& t) {
     if (!store.has_template(t.id)) return false;
     try {
         const TemplateInfo info = store.template_info(t.id);
-        return info.rows == static_cast<std::int64_t>(t.texts.size()) && info.texts_hash == texts_hash(t.texts);
+        return info.complete && info.rows == static_cast<std::int64_t>(t.texts.size()) &&
+               info.texts_hash == texts_hash(t.texts) && store.template_texts(t.id) == t.texts;
     } catch (const FormatError&) {
         return false;  // not a whole template group: encoding it again replaces it
     }

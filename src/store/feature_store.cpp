@@ -1210,6 +1210,10 @@ TemplateInfo FeatureStore::template_info(const std::string& id) const {
     std::vector<hsize_t> t;
     if (info.has_token_features) t = h5::dims(h5::open_dataset(group, "text_token_features"));
     info.text_tokens = t.size() == 3 ? static_cast<std::int64_t>(t[1]) : int_attr("T_txt", -1);
+    std::vector<hsize_t> texts;
+    if (h5::exists(group, "texts")) texts = h5::dims(h5::open_dataset(group, "texts"));
+    info.complete = shape.size() == 2 && t.size() == 3 && texts.size() == 1 && t[0] == shape[0] &&
+                    t[2] == shape[1] && texts[0] == shape[0];
     info.texts_hash = str_attr("texts_hash");
     info.created_at = str_attr("created_at");
     return info;

@@ -127,7 +127,8 @@ void validate_prompt_set(const PromptSet& prompts, const std::string& source) {
             const auto first = item.find("{}");
             const bool one_placeholder = first != std::string::npos &&
                                          item.find('{', first + 1) == std::string::npos &&
-                                         item.find('{') == first && item.find('}', first + 2) == std::string::npos;
+                                         item.find('{') == first && item.find('}') == first + 1 &&
+                                         item.find('}', first + 2) == std::string::npos;
             if (!one_placeholder) {
                 throw FormatError(fmt::format(
                     "prompts '{}': template \"{}[{}]\" = \"{}\" must contain exactly one {{}} and no "
@@ -179,6 +180,10 @@ PromptSet prompt_set_from_json(const nlohmann::json& json, const std::string& so
 }
 
 PromptSet load_prompt_set(const std::filesystem::path& file) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec)) {
+        throw NotFoundError(fmt::format("prompts file '{}' is a directory: pass the JSON file inside it", file.string()));
+    }
     std::ifstream in(file, std::ios::binary);
     if (!in) {
         throw NotFoundError(fmt::format("cannot read prompts file '{}': check the path", file.string()));

@@ -113,7 +113,43 @@ def main():
     check_mismatch_hint_names_only_what_exists()
     check_templates_of_unknown_origin()
     check_interrupted_text_stage_keeps_prompts_consistent()
+    check_foreign_and_damaged_template_groups()
     print("ok")
+
+
+def check_foreign_and_damaged_template_groups():
+    """After a text run the store holds exactly the prompt set's groups, whole: groups of
+    another set left under this store's identity (the reference writes its groups and leaves
+    the identity attributes alone) are removed, and a damaged group is encoded again."""
+    with tempfile.TemporaryDirectory(prefix="fstore-foreign-templates-") as tmp:
+        data = os.path.join(tmp, "data")
+        t.make_data(data, train=2, val=1, test=1, seed=5)
+        prompts = os.path.join(tmp, "small.json")
+        with open(prompts, "w") as f:
+            json.dump(SMALL_PROMPTS, f)
+        h5 = os.path.join(tmp, "s.h5")
+        t.run(t.build_cmd(h5, data, "--run-text", "--prompts", prompts))
+        own = sorted(t.read(h5)["templates"])
+        with h5py.File(h5, "a") as f:
+            for name in ("label_prompts_t02", "label_prompts_t03"):
+                f.copy(f["templates/label_prompts_t01"], f["templates"], name)
+        for extra in ([], ["--no-resume"]):
+            with h5py.File(h5, "a") as f:
+                if "label_prompts_t02" not in f["templates"]:
+                    f.copy(f["templates/label_prompts_t01"], f["templates"], "label_prompts_t02")
+            p = t.run(t.build_cmd(h5, data, "--run-text", "--prompts", prompts, "--json", *extra))
+            assert sorted(t.read(h5)["templates"]) == own, (extra, sorted(t.read(h5)["templates"]))
+            assert "does not write (label_prompts_t02" in p.stderr, p.stderr
+            t.verify(h5)
+        before = t.read(h5)
+        for group, dataset in (("label_prompts_t01", "texts"), ("concept_prompts_t01", "text_token_features"),
+                               ("concept_prompts_t02", "text_features")):
+            with h5py.File(h5, "a") as f:
+                del f["templates/%s/%s" % (group, dataset)]
+            summary = json.loads(t.run(t.build_cmd(h5, data, "--run-text", "--prompts", prompts, "--json")).stdout)
+            assert summary["templates_kept"] == len(own) - 1, (group, dataset, summary)
+            t.verify(h5)
+        t.compare_templates(t.read(h5), before, "templates encoded again")
 
 
 def check_mismatch_hint_names_only_what_exists():

@@ -134,11 +134,22 @@ TEST(Prompts, JsonFileRoundTripAndErrors) {
     expect_format_error(file, R"({"label_texts": ["a"], "label_templates": ["{} and {}"], )" + good_tail,
                         "label_templates[0]");
     expect_format_error(file, R"({"label_texts": ["a"], "label_templates": ["{0}"], )" + good_tail, "label_templates[0]");
+    // A lone brace before the placeholder as after it (Python's str.format refuses both).
+    expect_format_error(file, R"({"label_texts": ["a"], "label_templates": ["a } of {}"], )" + good_tail,
+                        "label_templates[0]");
+    expect_format_error(file, R"({"label_texts": ["a"], "label_templates": ["a {} of }"], )" + good_tail,
+                        "label_templates[0]");
     expect_format_error(file, R"({"label_texts": [], "label_templates": ["{}"], )" + good_tail, "\"label_texts\"");
     expect_format_error(file, R"(["label_texts"])", "object");
     expect_format_error(file, R"({"label_texts": ["a\u0000b"], "label_templates": ["{}"], )" + good_tail,
                         "\"label_texts[0]\" holds a NUL character");
     EXPECT_THROW(load_prompt_set(dir / "missing.json"), NotFoundError);
+    try {
+        load_prompt_set(dir);
+        ADD_FAILURE() << "a directory loaded";
+    } catch (const NotFoundError& e) {
+        EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+    }
     EXPECT_THROW(prompt_set_from_attributes(R"(["a"])", "[1]", R"(["c"])", R"(["{}"])", "x.h5"), FormatError);
     fs::remove_all(dir);
 }

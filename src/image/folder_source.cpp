@@ -155,8 +155,8 @@ public:
         std::ifstream in;
         if (!fs::is_directory(o.labels_csv, ec)) in.open(o.labels_csv, std::ios::binary);
         std::ostringstream ss;
-        if (in) ss << in.rdbuf();
-        if (!in || in.bad()) {
+        if (in.is_open()) ss << in.rdbuf();
+        if (!in.is_open() || in.bad()) {
             const char* what = !fs::exists(o.labels_csv, ec)        ? "not found"
                                : fs::is_directory(o.labels_csv, ec) ? "is a directory"
                                                                     : "is not readable";

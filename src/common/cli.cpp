@@ -331,6 +331,21 @@ std::multiset<std::string> values_attached_with_equals(int argc, const char* con
 
 std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, std::ostream& out,
                          std::ostream& err) {
+    // "--text=" is an empty value, as "--text ''" is; CLI11 would take the next word instead.
+    std::vector<std::string> words;
+    bool positional = false;  // after "--"
+    for (int i = 0; i < argc; ++i) {
+        const std::string_view word = argv[i];
+        const bool empty_attached = i > 0 && !positional && word.size() > 3 && word.rfind("--", 0) == 0 &&
+                                    word.back() == '=' && word.find('=') == word.size() - 1;
+        positional = positional || (i > 0 && word == "--");
+        words.emplace_back(empty_attached ? word.substr(0, word.size() - 1) : word);
+        if (empty_attached) words.emplace_back();
+    }
+    std::vector<const char*> split_argv;
+    for (const auto& word : words) split_argv.push_back(word.c_str());
+    argc = static_cast<int>(split_argv.size());
+    argv = split_argv.data();
     try {
         app.parse(argc, argv);
         auto attached = values_attached_with_equals(argc, argv);

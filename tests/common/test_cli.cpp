@@ -113,6 +113,11 @@ TEST(CliConventions, AnOptionWhereAValueBelongsIsAForgottenValueUnlessAttached) 
     ASSERT_EQ(tool.parse({"build", "--text=--json", "--text=--size"}), std::nullopt) << tool.err;
     EXPECT_EQ(tool.texts, (std::vector<std::string>{"--json", "--size"}));
     EXPECT_FALSE(tool.json);
+    // "--text=" is an empty value, as "--text ''" is: it does not take the next word.
+    Tool empty;
+    ASSERT_EQ(empty.parse({"build", "--text=", "--text=abc", "--json"}), std::nullopt) << empty.err;
+    EXPECT_EQ(empty.texts, (std::vector<std::string>{"", "abc"}));
+    EXPECT_TRUE(empty.json);
 }
 
 TEST(CliConventions, ExcludedFlagsContradictEachOther) {

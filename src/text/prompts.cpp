@@ -194,8 +194,18 @@ PromptSet load_prompt_set(const std::filesystem::path& file) {
     try {
         json = nlohmann::json::parse(content.str());
     } catch (const nlohmann::json::parse_error& e) {
-        throw FormatError(fmt::format("prompts '{}' is not valid JSON ({}): fix the file", file.string(),
-                                      e.what()));
+        // The parser quotes what it read last, raw: a byte that is not UTF-8 is shown as \xNN.
+        std::string what;
+        for (const char c : std::string(e.what())) {
+            if (static_cast<unsigned char>(c) < 0x80) {
+                what += c;
+            } else {
+                what += fmt::format("\\x{:02X}", static_cast<unsigned char>(c));
+            }
+        }
+        const bool not_utf8 = what.find("ill-formed UTF-8") != std::string::npos;
+        throw FormatError(fmt::format("prompts '{}' is not valid JSON ({}): {}", file.string(), what,
+                                      not_utf8 ? "save it as UTF-8" : "fix the file"));
     }
     return prompt_set_from_json(json, file.string());
 }

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -126,6 +127,16 @@ TEST(Prompts, JsonFileRoundTripAndErrors) {
 
     const std::string good_tail = R"("concept_texts": ["c"], "concept_templates": ["{}"]})";
     expect_format_error(file, R"({"label_texts": ["a"], )", "not valid JSON");
+    // Latin-1 text: the byte is named, not echoed raw (the terminal would garble it).
+    expect_format_error(file, "{\"label_texts\": [\"caf\xe9\"], ", "\\xE9");
+    expect_format_error(file, "{\"label_texts\": [\"caf\xe9\"], ", "save it as UTF-8");
+    try {
+        load_prompt_set(file);
+    } catch (const FormatError& e) {
+        const std::string what = e.what();
+        EXPECT_TRUE(std::all_of(what.begin(), what.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
+            << what;
+    }
     expect_format_error(file, R"({"label_templates": ["{}"], )" + good_tail, "\"label_texts\"");
     expect_format_error(file, R"({"label_texts": "a", "label_templates": ["{}"], )" + good_tail, "\"label_texts\"");
     expect_format_error(file, R"({"label_texts": ["a", 3], "label_templates": ["{}"], )" + good_tail, "label_texts[1]");

@@ -3,7 +3,6 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include <memory>
 
 #include "fstore/datasets.hpp"
+#include "fstore/digest.hpp"
 #include "fstore/error.hpp"
 
 namespace fstore {
@@ -32,11 +32,6 @@ const std::vector<MedmnistFile>& table() {
     return files;
 }
 
-struct EvpCtxFree {
-    void operator()(EVP_MD_CTX* c) const noexcept { EVP_MD_CTX_free(c); }
-};
-using EvpCtx = std::unique_ptr<EVP_MD_CTX, EvpCtxFree>;
-
 struct CurlFree {
     void operator()(CURL* c) const noexcept { curl_easy_cleanup(c); }
 };
@@ -45,37 +40,8 @@ struct FileClose {
 };
 using FilePtr = std::unique_ptr<std::FILE, FileClose>;
 
-class Md5 {
-public:
-    Md5() : ctx_(EVP_MD_CTX_new()) {
-        if (!ctx_) throw InternalError("OpenSSL EVP_MD_CTX_new failed");
-        reset();
-    }
-    void reset() {
-        if (EVP_DigestInit_ex(ctx_.get(), EVP_md5(), nullptr) != 1) {
-            throw InternalError("OpenSSL cannot initialise MD5 (FIPS mode?)");
-        }
-    }
-    void update(const void* p, std::size_t n) { EVP_DigestUpdate(ctx_.get(), p, n); }
-    std::string hex() {
-        unsigned char d[EVP_MAX_MD_SIZE];
-        unsigned int len = 0;
-        EVP_DigestFinal_ex(ctx_.get(), d, &len);
-        static const char* digits = "0123456789abcdef";
-        std::string out;
-        for (unsigned int i = 0; i < len; ++i) {
-            out += digits[d[i] >> 4];
-            out += digits[d[i] & 15];
-        }
-        return out;
-    }
-
-private:
-    EvpCtx ctx_;
-};
-
 // Hashes a whole file into `md5`; returns its size.
-std::uint64_t hash_file(const std::string& path, Md5& md5) {
+std::uint64_t hash_file(const std::string& path, Digest& md5) {
     FilePtr f(std::fopen(path.c_str(), "rb"));
     if (!f) throw NotFoundError("cannot read '" + path + "': check that it exists and is readable");
     std::vector<char> buf(1 << 20);
@@ -102,7 +68,7 @@ std::string lower(std::string s) {
 struct Transfer {
     std::string part;
     FilePtr file;
-    Md5* md5 = nullptr;
+    Digest* md5 = nullptr;
     CURL* curl = nullptr;
     std::uint64_t offset = 0;    // bytes already in the .part when this request started
     std::uint64_t received = 0;  // bytes written by this request
@@ -214,7 +180,7 @@ const MedmnistFile& medmnist_file(const std::string& dataset, int size) {
 }
 
 std::string md5_file(const std::string& path) {
-    Md5 md5;
+    Digest md5 = Digest::md5();
     hash_file(path, md5);
     return md5.hex();
 }
@@ -226,7 +192,7 @@ std::uint64_t download_file(const std::string& url, const std::string& dest, con
     std::error_code ec;
     if (!parent.empty()) fs::create_directories(parent, ec);
 
-    Md5 md5;
+    Digest md5 = Digest::md5();
     Transfer t;
     t.part = part;
     t.md5 = &md5;

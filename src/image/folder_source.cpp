@@ -9,9 +9,9 @@
 #include <sstream>
 
 #include "fstore/datasets.hpp"
+#include "fstore/digest.hpp"
 #include "fstore/error.hpp"
 #include "fstore/image_file.hpp"
-#include "digest.hpp"
 
 namespace fstore {
 namespace {
@@ -163,7 +163,7 @@ public:
             throw NotFoundError("labels file '" + o.labels_csv + "' " + what + ": pass the CSV file with --labels");
         }
         const std::string text = ss.str();
-        labels_sha256_ = detail::sha256_hex(text.data(), text.size());
+        labels_sha256_ = sha256_hex(text.data(), text.size());
         const auto records = parse_csv(text, o.labels_csv);
         if (records.empty()) {
             throw FormatError("'" + o.labels_csv + "' is empty: it needs a header row 'path,label[,split]'");

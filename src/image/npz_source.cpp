@@ -19,8 +19,8 @@
 #include <utility>
 
 #include "fstore/datasets.hpp"
+#include "fstore/digest.hpp"
 #include "fstore/error.hpp"
-#include "digest.hpp"
 
 namespace fstore {
 
@@ -534,7 +534,7 @@ public:
         }
         std::sort(lines.begin(), lines.end());
         const std::string table = std::accumulate(lines.begin(), lines.end(), std::string());
-        return detail::sha256_hex(table.data(), table.size());
+        return sha256_hex(table.data(), table.size());
     }
 
     std::size_t next_batch(std::size_t n, std::vector<Sample>& out) override {

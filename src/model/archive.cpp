@@ -13,9 +13,9 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 #include <zip.h>
 
+#include "fstore/digest.hpp"
 #include "fstore/error.hpp"
 
 namespace fstore {
@@ -277,27 +277,15 @@ std::array<std::int64_t, 2> probe_token_ids(const ModelConfig& config) {
 std::string file_sha256(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw NotFoundError("cannot read " + fstore::quoted(path) + ": check the path");
-    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-        throw InternalError("OpenSSL SHA-256 initialisation failed");
-    }
+    Digest sha = Digest::sha256();
     std::vector<char> buffer(1 << 20);
     while (in) {
         in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
         const auto n = in.gcount();
-        if (n > 0) EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<std::size_t>(n));
+        if (n > 0) sha.update(buffer.data(), static_cast<std::size_t>(n));
     }
     if (in.bad()) throw DataError("read error while hashing " + fstore::quoted(path) + ": check the disk");
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(ctx.get(), digest, &length);
-    static const char hex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < length; ++i) {
-        out += hex[digest[i] >> 4];
-        out += hex[digest[i] & 15];
-    }
-    return out;
+    return sha.hex();
 }
 
 }  // namespace fstore

@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
+#include "fstore/digest.hpp"
 #include "fstore/error.hpp"
 #include "fstore/files.hpp"
 #include "fstore/h5.hpp"
@@ -271,17 +271,6 @@ std::vector<Run> runs_of(const std::vector<std::int64_t>& sorted_unique) {
     return runs;
 }
 
-std::string hex(const unsigned char* bytes, std::size_t size) {
-    static const char digits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(2 * size);
-    for (std::size_t i = 0; i < size; ++i) {
-        out += digits[bytes[i] >> 4];
-        out += digits[bytes[i] & 15];
-    }
-    return out;
-}
-
 }  // namespace
 
 // ---- small types ------------------------------------------------------------------------
@@ -311,19 +300,12 @@ std::int64_t Array::elements() const {
 }
 
 std::string texts_hash(const std::vector<std::string>& texts) {
-    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-        throw InternalError("cannot initialise SHA-256 (OpenSSL)");
-    const unsigned char zero = 0;
+    Digest sha = Digest::sha256();
     for (const auto& text : texts) {
-        EVP_DigestUpdate(ctx.get(), text.data(), text.size());
-        EVP_DigestUpdate(ctx.get(), &zero, 1);
+        sha.update(text);
+        sha.update("", 1);  // each text ends in one 0 byte
     }
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int size = 0;
-    if (EVP_DigestFinal_ex(ctx.get(), digest, &size) != 1)
-        throw InternalError("cannot compute SHA-256 (OpenSSL)");
-    return hex(digest, size);
+    return sha.hex();
 }
 
 // A reader's shared flock(2) on the store file, held while the store is open. HDF5 takes

@@ -1,7 +1,5 @@
 #include "fstore/prompts.hpp"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <fstream>
 #include <memory>
@@ -11,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "fstore/digest.hpp"
 #include "fstore/error.hpp"
 #include "unicode.hpp"
 
@@ -31,31 +30,6 @@ std::vector<std::string>* member(PromptSet& prompts, std::size_t key) {
 const std::vector<std::string>& member(const PromptSet& prompts, std::size_t key) {
     return *member(const_cast<PromptSet&>(prompts), key);
 }
-
-class Sha256 {
-public:
-    Sha256() : ctx_(EVP_MD_CTX_new()) {
-        if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
-            throw InternalError("SHA-256 is unavailable in this OpenSSL: reinstall libssl");
-    }
-    void update(const void* data, std::size_t size) { EVP_DigestUpdate(ctx_.get(), data, size); }
-    void update(const std::string& s) { update(s.data(), s.size()); }
-    void update_zero() { update("", 1); }
-    std::string hex() {
-        unsigned char digest[EVP_MAX_MD_SIZE];
-        unsigned int size = 0;
-        EVP_DigestFinal_ex(ctx_.get(), digest, &size);
-        std::string out;
-        for (unsigned int i = 0; i < size; ++i) out += fmt::format("{:02x}", digest[i]);
-        return out;
-    }
-
-private:
-    struct Free {
-        void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-    };
-    std::unique_ptr<EVP_MD_CTX, Free> ctx_;
-};
 
 std::string template_id(const char* prefix, std::size_t index_from_1) {
     return fmt::format("{}_prompts_t{:02d}", prefix, index_from_1);
@@ -250,17 +224,16 @@ std::vector<TemplateTexts> expand_templates(const PromptSet& prompts) {
 }
 
 std::string prompt_set_hash(const PromptSet& prompts) {
-    Sha256 sha;
+    Digest sha = Digest::sha256();
+    const auto field = [&sha](std::string_view text) {  // each field ends in one 0 byte
+        sha.update(text);
+        sha.update("", 1);
+    };
     for (std::size_t k = 0; k < 4; ++k) {
         const auto& items = member(prompts, k);
-        sha.update(std::string(kKeys[k]));
-        sha.update_zero();
-        sha.update(std::to_string(items.size()));
-        sha.update_zero();
-        for (const auto& item : items) {
-            sha.update(item);
-            sha.update_zero();
-        }
+        field(kKeys[k]);
+        field(std::to_string(items.size()));
+        for (const auto& item : items) field(item);
     }
     return sha.hex();
 }

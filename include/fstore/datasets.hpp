@@ -90,9 +90,10 @@ public:
     // A digest of the content this source reads, which the pipeline records with the rows
     // so that resuming from other data is refused; empty when the source cannot tell
     // cheaply. A folder gives the SHA-256 of its labels CSV, of the bytes it parsed (the
-    // images are not hashed). An npz hashes its member table — every member's name, size and the CRC-32 the archive's writer
-    // computed over its bytes — from the zip's central directory, without decompressing
-    // anything, so it tells apart two files of the same name in milliseconds.
+    // images are not hashed). An npz hashes its member table — every member's name, size
+    // and the CRC-32 the archive's writer computed over its bytes — from the zip's central
+    // directory, without decompressing anything, so it tells apart two files of the same
+    // name in milliseconds.
     virtual std::string fingerprint() const { return {}; }
 };
 

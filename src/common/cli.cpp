@@ -312,35 +312,29 @@ void refuse_options_taken_as_values(const CLI::App& root, const CLI::App& app, s
     for (const CLI::App* sub : app.get_subcommands()) refuse_options_taken_as_values(root, *sub, attached);
 }
 
-// The values given as "--name=value" that themselves start with '-'.
-std::multiset<std::string> values_attached_with_equals(int argc, const char* const* argv) {
-    std::multiset<std::string> attached;
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view word = argv[i];
-        if (word == "--") break;
-        const auto equals = word.find('=');
-        if (word.rfind("--", 0) == 0 && equals != std::string_view::npos && equals + 1 < word.size() &&
-            word[equals + 1] == '-') {
-            attached.emplace(word.substr(equals + 1));
-        }
-    }
-    return attached;
-}
-
 }  // namespace
 
 std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, std::ostream& out,
                          std::ostream& err) {
-    // "--text=" is an empty value, as "--text ''" is; CLI11 would take the next word instead.
-    std::vector<std::string> words;
-    bool positional = false;  // after "--"
-    for (int i = 0; i < argc; ++i) {
+    // Options given as "--name=value", before any "--": an empty value is split off as a word
+    // of its own ("--text=" is "--text ''"; CLI11 would take the next word instead), and a
+    // value that starts with '-' is kept in `attached` (meant, not forgotten).
+    std::vector<std::string> words{argc > 0 ? argv[0] : ""};
+    std::multiset<std::string> attached;
+    bool positional = false;
+    for (int i = 1; i < argc; ++i) {
         const std::string_view word = argv[i];
-        const bool empty_attached = i > 0 && !positional && word.size() > 3 && word.rfind("--", 0) == 0 &&
-                                    word.back() == '=' && word.find('=') == word.size() - 1;
-        positional = positional || (i > 0 && word == "--");
-        words.emplace_back(empty_attached ? word.substr(0, word.size() - 1) : word);
-        if (empty_attached) words.emplace_back();
+        positional = positional || word == "--";
+        const auto equals = word.find('=');
+        if (positional || word.rfind("--", 0) != 0 || equals == std::string_view::npos || equals < 3) {
+            words.emplace_back(word);
+        } else if (equals + 1 == word.size()) {
+            words.emplace_back(word.substr(0, equals));
+            words.emplace_back();
+        } else {
+            if (word[equals + 1] == '-') attached.emplace(word.substr(equals + 1));
+            words.emplace_back(word);
+        }
     }
     std::vector<const char*> split_argv;
     for (const auto& word : words) split_argv.push_back(word.c_str());
@@ -348,7 +342,6 @@ std::optional<int> parse(CLI::App& app, int argc, const char* const* argv, std::
     argv = split_argv.data();
     try {
         app.parse(argc, argv);
-        auto attached = values_attached_with_equals(argc, argv);
         refuse_options_taken_as_values(app, app, attached);
         return std::nullopt;
     } catch (const CLI::Success& e) {  // --help, --version

@@ -4,7 +4,8 @@
 // functions is constructed before their setjmp, so a longjmp back to it skips none, and no
 // local object is changed between the setjmp and a call that may longjmp (such a local's
 // value is indeterminate after the jump): rows are decoded straight into the caller's
-// `out`, scratch space included (a palette image's indices too). The callbacks only write into fixed buffers.
+// `out`, scratch space included (a palette image's indices too). The callbacks only write
+// into fixed buffers.
 #include "image_codecs.hpp"
 
 #include <array>

@@ -66,13 +66,7 @@ struct NpyHeader {
     bool fortran_order = false;
     std::vector<std::int64_t> shape;
     std::uint64_t header_bytes = 0;  // magic + lengths + dict: where the data starts
-
-    // Elements; parse() has checked that count() * itemsize cannot overflow.
-    std::uint64_t count() const {
-        std::uint64_t n = 1;
-        for (auto d : shape) n *= static_cast<std::uint64_t>(d);
-        return n;
-    }
+    std::uint64_t data_bytes = 0;    // itemsize times every dimension, below 2^63
 };
 
 std::string shape_text(const std::vector<std::int64_t>& shape) {
@@ -136,8 +130,7 @@ public:
         } catch (const std::exception&) {
             fail("unsupported dtype '" + d + "'");
         }
-        // The member's size is count * itemsize: a product past 2^63 (a crafted shape) would
-        // wrap around and pass the size checks.
+        // A product past 2^63 (a crafted shape) would wrap around and pass the size checks.
         std::uint64_t bytes = h.itemsize > 0 ? static_cast<std::uint64_t>(h.itemsize) : 1;
         for (const auto dim : h.shape) {
             if (dim != 0 && bytes > (std::uint64_t{1} << 63) / static_cast<std::uint64_t>(dim)) {
@@ -145,6 +138,7 @@ public:
             }
             bytes *= static_cast<std::uint64_t>(dim);
         }
+        h.data_bytes = h.itemsize > 0 ? bytes : 0;
         return h;
     }
 
@@ -702,7 +696,7 @@ private:
     }
 
     void check_size(zip_uint64_t index, const std::string& member, const NpyHeader& h) const {
-        const std::uint64_t expected = h.header_bytes + h.count() * static_cast<std::uint64_t>(h.itemsize);
+        const std::uint64_t expected = h.header_bytes + h.data_bytes;
         const std::uint64_t actual = member_size(index, member);
         // Bytes after the array data are ignored, as numpy ignores them.
         if (actual < expected) {
@@ -725,7 +719,7 @@ private:
                                     (s.labels.shape.size() == 2 ? static_cast<std::size_t>(s.labels.shape[1]) : 1);
             // Grown as the data arrives: a member whose header and zip entry both claim far
             // more labels than it holds fails on its data, not on a huge allocation.
-            const std::uint64_t total = static_cast<std::uint64_t>(row) * static_cast<std::uint64_t>(s.count);
+            const std::uint64_t total = s.labels.data_bytes;  // row * count: shape (N,) or (N, K)
             std::vector<std::uint8_t> raw;
             while (raw.size() < total) {
                 const std::size_t at = raw.size();

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace fstore {
@@ -65,12 +66,17 @@ public:
     ProgressStyle style() const noexcept { return style_; }
 
     // Starts a phase of `total` items of which `already_done` were done by an earlier run.
-    // Ends the previous phase if one is open.
+    // Ends the previous phase if one is open. `since`: when the phase's work began, if
+    // before this call (a pipeline that shows a phase once its first item is done); the
+    // rate and ETA count from there. Default: now.
     void begin(const std::string& phase, std::int64_t total, std::int64_t already_done = 0,
-               const std::string& unit = "img");
+               const std::string& unit = "img", std::optional<Clock::time_point> since = std::nullopt);
     // `items` more are done (the count stops at the phase's total when it has one); reports
     // when the throttle interval has passed.
     void advance(std::int64_t items);
+    // `items` more were found done by an earlier run (kept, not redone): counted as done,
+    // left out of the rate like begin's `already_done`.
+    void skip(std::int64_t items);
     // Ends the phase with a final report (a finished bar / a last log line). all_done: the
     // phase's work is finished whatever the count says (the items after the last counted
     // one were skipped, e.g. unreadable images at the end of a split): it shows its total.

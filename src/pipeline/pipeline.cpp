@@ -244,6 +244,12 @@ private:
         if (progress_ != nullptr) progress_->message(line);
     }
 
+    // The stop flag is set: records the interruption (the caller then stops its work).
+    bool stop_requested() {
+        if (stopping(stop_)) summary_.interrupted = true;
+        return summary_.interrupted;
+    }
+
     const BuildOptions& o_;
     const std::atomic<bool>* stop_;
     Progress* progress_;
@@ -256,6 +262,8 @@ private:
     // need not be encoded again): set by check_identity.
     bool templates_reusable_ = false;
     std::string first_unreadable_;  // "'path': reason" of the first image skipped
+    // What the image stage encodes, split by split: set by check_identity.
+    std::vector<Segment> segments_;
 };
 
 BuildSummary BuildRun::run() {
@@ -271,17 +279,20 @@ BuildSummary BuildRun::run() {
     std::unique_ptr<ImageSource> source;
     if (o_.run_image) source = open_source();
     open_model();
-    open_store();
-    check_identity(source.get());
     summary_.store_path = o_.h5_path;
-    if (o_.run_text) text_stage();
+    // Ctrl-C while the model loaded: stop before the store is created or changed.
+    if (!stop_requested()) {
+        open_store();
+        check_identity(source.get());
+    }
+    if (o_.run_text && !summary_.interrupted) text_stage();
     if (o_.run_image && !summary_.interrupted) {
         const auto image_started = std::chrono::steady_clock::now();
         image_stage(std::move(source));
         summary_.image_seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - image_started).count();
     }
-    summary_.total_rows = store_->rows();
+    summary_.total_rows = store_ ? store_->rows() : 0;
     summary_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return std::move(summary_);
 }
@@ -392,6 +403,12 @@ void BuildRun::check_identity(const ImageSource* source) {
         }
     }
 
+    // Every refusal before the first write: the resume plan's too (rows that no sample of
+    // this dataset accounts for), and a Ctrl-C during the checks (hashing a multi-GB archive
+    // takes seconds) leaves the store as it was, rows --no-resume would discard included.
+    if (o_.run_image && o_.resume) segments_ = plan(*source);
+    if (stop_requested()) return;
+
     if (o_.run_image) {
         // The image identity describes the rows on disk: here they match it (or never recorded
         // one), or there are none, or --no-resume is about to discard them all.
@@ -453,6 +470,7 @@ void BuildRun::check_identity(const ImageSource* source) {
         store.set_json_attribute("dataset", resolved_dataset_name(o_));
     }
     store.commit();
+    if (o_.run_image && !o_.resume) segments_ = plan(*source);  // of the store just emptied
 }
 
 // ---- text stage -------------------------------------------------------------------------
@@ -481,15 +499,12 @@ void BuildRun::text_stage() {
     spdlog::info("text stage: {} templates", templates.size());
     if (progress_ != nullptr) progress_->begin("text", static_cast<std::int64_t>(templates.size()), 0, "tpl");
     for (const auto& t : templates) {
-        if (stopping(stop_)) {
-            summary_.interrupted = true;
-            break;
-        }
+        if (stop_requested()) break;
         if (templates_reusable_ && stored_template_matches(store, t)) {
             spdlog::debug("text: template {} is up to date", t.id);
             ++summary_.templates_kept;
             summary_.templates.emplace_back(t.id, static_cast<std::int64_t>(t.texts.size()));
-            if (progress_ != nullptr) progress_->advance(1);
+            if (progress_ != nullptr) progress_->skip(1);  // not in the rate: nothing was encoded
             continue;
         }
         step_pause(o_.step_delay);
@@ -627,11 +642,8 @@ std::vector<Segment> BuildRun::plan(const ImageSource& source) {
 }
 
 void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
-    if (stopping(stop_)) {
-        summary_.interrupted = true;
-        return;
-    }
-    const std::vector<Segment> segments = plan(*source);
+    if (stop_requested()) return;
+    const std::vector<Segment>& segments = segments_;
     const std::int64_t rows_before = store_->rows();
     const auto& cfg = model_->config();
     const std::int64_t dim = cfg.embed_dim;
@@ -665,6 +677,8 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     // Loader: walks the splits in order; per split skips what is already on disk, reads up
     // to `expected`, and moves past the rest (beyond --limit) without decoding it.
     std::atomic<bool> loader_finished{false};  // the source ran to its end
+    std::atomic<bool> batches_dropped{false};  // the encoder stopped with batches left
+    const auto stage_started = std::chrono::steady_clock::now();
     std::thread loader([&] {
         try {
             std::vector<Preprocessor> preprocessors;
@@ -747,6 +761,10 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     std::thread writer([&] {
         std::optional<std::size_t> phase;
         std::int64_t entries_shown = 0;  // of the phase's split, on the progress bar
+        // A split's bar starts with its first batch written; its time from the previous
+        // split's last commit (the first: the stage's start), so that batch's time counts in
+        // the rate.
+        auto last_commit = stage_started;
         try {
             while (auto batch = encoded_queue.pop()) {
                 if (phase != batch->segment) {
@@ -755,7 +773,8 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
                     const Segment& seg = segments[batch->segment];
                     entries_shown = seg.resumed_entries >= 0 ? seg.resumed_entries : seg.resumed;
                     if (progress_ != nullptr)
-                        progress_->begin(seg.split, seg.expected, std::min(entries_shown, seg.expected));
+                        progress_->begin(seg.split, seg.expected, std::min(entries_shown, seg.expected), "img",
+                                         last_commit);
                     phase = batch->segment;
                 }
                 spdlog::debug("image: committing rows {}..{} ({})", store_->rows(),
@@ -770,6 +789,7 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
                 } else {
                     store_->commit();  // entries of unreadable images only
                 }
+                last_commit = std::chrono::steady_clock::now();
                 spdlog::debug("image: committed, store holds {} rows", store_->rows());
                 appended[batch->segment] += batch->rows;
                 // Entries, not rows: unreadable images skipped are work done too, so a folder
@@ -782,8 +802,9 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
             writer_error = std::current_exception();
             encoded_queue.close();
         }
-        // The source ran to its end (not stopped by Ctrl-C or an error): the last split is done.
-        if (progress_ != nullptr) progress_->end(!writer_error && loader_finished.load() && !stopping(stop_));
+        // The source ran to its end and every batch was written: the last split is done.
+        if (progress_ != nullptr)
+            progress_->end(!writer_error && loader_finished.load() && !batches_dropped.load());
     });
     ThreadGuard writer_guard(writer, [&] { encoded_queue.close(); });
 
@@ -791,8 +812,10 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     std::exception_ptr encoder_error;
     try {
         for (;;) {
+            // Stopped: an interruption only if work is left (a stop during the last batch
+            // ends a finished run). Work the loader still had is counted after the joins.
             if (stopping(stop_)) {
-                summary_.interrupted = true;
+                if (pixel_queue.try_pop()) batches_dropped.store(true);
                 break;
             }
             auto pixels = pixel_queue.pop();
@@ -829,7 +852,7 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     encoded_queue.close();
     writer.join();
     // The loader polls the stop flag too: a queue it closed early is an interruption.
-    if (stopping(stop_) && !loader_finished.load()) summary_.interrupted = true;
+    if (stopping(stop_) && (!loader_finished.load() || batches_dropped.load())) summary_.interrupted = true;
 
     for (std::size_t i = 0; i < segments.size(); ++i) {
         summary_.splits[i].appended = appended[i];

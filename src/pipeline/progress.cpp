@@ -59,7 +59,7 @@ Progress::~Progress() {
 }
 
 void Progress::begin(const std::string& phase, std::int64_t total, std::int64_t already_done,
-                     const std::string& unit) {
+                     const std::string& unit, std::optional<Clock::time_point> since) {
     if (open_) end();
     open_ = true;
     current_ = ProgressSnapshot{};
@@ -68,8 +68,8 @@ void Progress::begin(const std::string& phase, std::int64_t total, std::int64_t 
     current_.total = total;
     current_.done = already_done;
     resumed_ = already_done;
-    started_ = now_();
-    last_report_ = started_;
+    last_report_ = now_();
+    started_ = since ? std::min(*since, last_report_) : last_report_;
     last_bar_length_ = 0;
     if (style_ == ProgressStyle::bar) report(false);
 }
@@ -82,6 +82,13 @@ void Progress::advance(std::int64_t items) {
     if (style_ == ProgressStyle::none) return;
     const auto interval = style_ == ProgressStyle::bar ? options_.redraw_interval : options_.log_interval;
     if (now_() - last_report_ >= interval) report(false);
+}
+
+void Progress::skip(std::int64_t items) {
+    if (!open_) return;
+    const std::int64_t before = current_.done;
+    advance(items);
+    resumed_ += current_.done - before;
 }
 
 void Progress::end(bool all_done) {

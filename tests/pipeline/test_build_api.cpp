@@ -1,8 +1,12 @@
 // run_build and its helpers as a library: option validation, the resume hint, the stop
 // flag, and resume from the rows on disk (through FeatureStore, not the CLI).
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <thread>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -104,13 +108,9 @@ TEST(RunBuild, StopFlagSetBeforehandWritesNothingAndResumes) {
     auto summary = fstore::run_build(o, &stop);
     EXPECT_TRUE(summary.interrupted);
     EXPECT_EQ(summary.total_new, 0);
+    EXPECT_EQ(summary.total_rows, 0);
     EXPECT_TRUE(summary.templates.empty());
-    {
-        auto store = fstore::FeatureStore::open(o.h5_path);
-        EXPECT_EQ(store.rows(), 0);
-        ASSERT_TRUE(store.attribute("fstore_image_model_sha256").has_value());
-        EXPECT_EQ(std::get<std::string>(*store.attribute("fstore_image_model_name")), "fstore-test-tiny");
-    }
+    EXPECT_FALSE(fs::exists(o.h5_path)) << "a stop before the work began created the store";
 
     stop = false;
     summary = fstore::run_build(o, &stop);
@@ -193,4 +193,49 @@ TEST(RunBuild, DurableBuildStoresTheSameRows) {
     EXPECT_EQ(plain.read_rows(fstore::Column::image_token_features, all).bytes,
               durable.read_rows(fstore::Column::image_token_features, all).bytes);
     EXPECT_EQ(plain.read_splits(all), durable.read_splits(all));
+}
+
+// Ctrl-C before the work began (during the model load): the store is left exactly as it was,
+// also under --no-resume, which would discard every image row.
+TEST(RunBuild, StopBeforeTheWorkLeavesTheStoreAsItWasEvenWithNoResume) {
+    Fixture fx;
+    auto o = fx.options();
+    const auto built = fstore::run_build(o);
+    ASSERT_EQ(built.total_rows, 10);
+    const auto read_bytes = [&] {
+        std::ifstream in(o.h5_path, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    const std::string before = read_bytes();
+
+    o.resume = false;
+    std::atomic<bool> stop{true};
+    const auto summary = fstore::run_build(o, &stop);
+    EXPECT_TRUE(summary.interrupted);
+    EXPECT_EQ(summary.total_new, 0);
+    EXPECT_EQ(read_bytes(), before) << "the interrupted --no-resume run changed the store";
+    auto store = fstore::FeatureStore::open(o.h5_path);
+    EXPECT_EQ(store.rows(), 10);
+}
+
+// A stop while the last batch is being encoded ends a finished run, not an interrupted one:
+// that batch is committed and nothing is left to resume. (step_delay holds the only batch in
+// the encoder for 6 s; the stop comes 3 s in, the tiny model loads in well under that.)
+TEST(RunBuild, StopDuringTheLastBatchIsNoInterruption) {
+    Fixture fx;
+    auto o = fx.options();
+    o.run_text = false;
+    o.splits = {"test"};
+    o.batch_size = 8;  // the split's 3 samples: one batch
+    o.step_delay = std::chrono::milliseconds(6000);
+    std::atomic<bool> stop{false};
+    std::thread stopper([&] {
+        std::this_thread::sleep_for(std::chrono::seconds(3));
+        stop = true;
+    });
+    const auto summary = fstore::run_build(o, &stop);
+    stopper.join();
+    EXPECT_FALSE(summary.interrupted);
+    EXPECT_EQ(summary.total_new, 3);
+    EXPECT_EQ(fstore::FeatureStore::open(o.h5_path).rows(), 3);
 }

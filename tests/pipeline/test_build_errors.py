@@ -176,11 +176,13 @@ def main():
         with h5py.File(lost, "a") as f:
             rows = f["ids"].shape[0]
             del f["split"]
-        p = t.run(t.build_cmd(lost, data, "--run-image"), check_rc=8)
+        # Both stages: refused before the text stage does its work (inputs are checked first).
+        p = t.run(t.build_cmd(lost, data), check_rc=8)
         last = p.stderr.strip().splitlines()[-1]  # after the repair's warning
         assert "'unspecified'" in last and "--no-resume" in last, p.stderr
         store = t.read(lost)
         assert store["ids"].shape[0] == rows and store["split"] == ["unspecified"] * rows, store["split"]
+        assert store["templates"] == {}, "the refused run encoded templates: %s" % sorted(store["templates"])
         t.run(t.build_cmd(lost, data, "--run-image", "--no-resume"))
         assert t.read(lost)["split"] == ["train"] * 3 + ["val"] + ["test"]
     print("ok")

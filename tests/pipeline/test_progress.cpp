@@ -152,3 +152,44 @@ TEST(Progress, BarRedrawsInPlaceAndEndsWithNewline) {
     EXPECT_NE(text.find("1.0 img/s"), std::string::npos);
     EXPECT_EQ(text.back(), '\n');
 }
+
+// A phase shown once its first item is done (the build's writer begins a split's bar with
+// its first batch written) counts its rate from when its work began.
+TEST(Progress, RateCountsFromWhenThePhaseBegan) {
+    Capture out;
+    FakeClock clock;
+    fstore::ProgressOptions options;
+    options.style = fstore::ProgressStyle::log;
+    options.log_interval = std::chrono::seconds(1);
+    fstore::Progress progress(options, out.file, clock.fn());
+    const auto began = clock.t;
+    clock.advance(10);  // the first batch of 10 took 10 s
+    progress.begin("train", 100, 0, "img", began);
+    progress.advance(10);
+    EXPECT_DOUBLE_EQ(progress.snapshot().rate, 1.0);
+    EXPECT_DOUBLE_EQ(progress.snapshot().eta_seconds, 90.0);
+    // Without `since` the phase starts now.
+    progress.begin("val", 100);
+    clock.advance(5);
+    progress.advance(10);
+    EXPECT_DOUBLE_EQ(progress.snapshot().rate, 2.0);
+}
+
+// Items found done (templates kept from an earlier run) count as done, not in the rate.
+TEST(Progress, SkippedItemsAreDoneButNotInTheRate) {
+    Capture out;
+    FakeClock clock;
+    fstore::ProgressOptions options;
+    options.style = fstore::ProgressStyle::log;
+    fstore::Progress progress(options, out.file, clock.fn());
+    progress.begin("text", 10, 0, "tpl");
+    progress.skip(6);
+    clock.advance(2);
+    progress.advance(2);
+    const auto s = progress.snapshot();
+    EXPECT_EQ(s.done, 8);
+    EXPECT_DOUBLE_EQ(s.rate, 1.0);  // 2 encoded in 2 s; the 6 kept took no time
+    EXPECT_DOUBLE_EQ(s.eta_seconds, 2.0);
+    progress.skip(5);  // capped at the total like advance
+    EXPECT_EQ(progress.snapshot().done, 10);
+}

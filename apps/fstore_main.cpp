@@ -246,24 +246,25 @@ struct BuildArgs {
             o.step_delay = std::chrono::milliseconds(std::atoi(delay));
         }
 
-        // Ctrl-C / SIGTERM: stop after the batch in hand, commit it, exit 130.
+        // Ctrl-C / SIGTERM / SIGHUP: stop after the batch in hand, commit it, exit 130.
         fstore::SignalWatcher signals;
         fstore::ProgressOptions po;
         po.style = no_progress ? fstore::ProgressStyle::none : fstore::ProgressStyle::automatic;
         fstore::Progress progress(po, stderr);
         const auto summary = fstore::run_build(o, &signals.stop_flag(), &progress);
-        if (as_json) {
-            std::cout << fstore::json_line(summary.to_json()) << '\n';
-        } else {
-            std::cout << summary.to_text();  // an interruption is reported on stderr below
-        }
-        std::cout.flush();
+        // The resume hint first: stdout may be a pipe whose reader is gone (SIGPIPE ends us).
         if (summary.interrupted) {
             std::fprintf(stderr, "fstore: interrupted; every committed batch is kept. Resume with:\n  %s\n",
                          fstore::resume_hint(std::vector<std::string>(argv, argv + argc)).c_str());
-            return static_cast<int>(fstore::ExitCode::interrupted);
+            std::fflush(stderr);
         }
-        return 0;
+        if (as_json) {
+            std::cout << fstore::json_line(summary.to_json()) << '\n';
+        } else {
+            std::cout << summary.to_text();
+        }
+        std::cout.flush();
+        return summary.interrupted ? static_cast<int>(fstore::ExitCode::interrupted) : 0;
     }
 };
 

@@ -27,7 +27,7 @@ enum class ExitCode : int {
     network = 9,        // download failed or checksum mismatch
     io = 10,            // the file system failed a write/read (disk full, quota, EIO, read-only, not writable)
     internal = 70,      // a bug or an unexpected library failure (EX_SOFTWARE)
-    interrupted = 130,  // SIGINT/SIGTERM: stopped cleanly after the current batch
+    interrupted = 130,  // SIGINT/SIGTERM/SIGHUP: stopped cleanly after the current batch
 };
 
 class Error : public std::runtime_error {

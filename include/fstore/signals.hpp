@@ -1,6 +1,7 @@
-// Graceful interruption: Ctrl-C (SIGINT) and SIGTERM become a flag that long-running work
-// polls between units of work (the build pipeline checks it between batches), instead of
-// killing the process in the middle of a write.
+// Graceful interruption: Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed; left
+// alone when ignored, as under nohup) become a flag that long-running work polls between
+// units of work (the build pipeline checks it between batches), instead of killing the
+// process in the middle of a write.
 //
 // How: a minimal handler writes the signal number into a self-pipe, and a watcher thread
 // reads it and sets the flag (and prints nothing: the caller decides what to say). Blocking
@@ -34,10 +35,10 @@ public:
     SignalWatcher(const SignalWatcher&) = delete;
     SignalWatcher& operator=(const SignalWatcher&) = delete;
 
-    // True once SIGINT or SIGTERM arrived.
+    // True once SIGINT, SIGTERM or SIGHUP arrived.
     bool stop_requested() const noexcept { return stop_.load(std::memory_order_acquire); }
 
-    // The signal that set the flag (SIGINT/SIGTERM), 0 when none arrived yet.
+    // The signal that set the flag (SIGINT/SIGTERM/SIGHUP), 0 when none arrived yet.
     int signal_number() const noexcept { return signal_.load(std::memory_order_acquire); }
 
     // The flag itself, for code that only needs to poll it (run_build takes a pointer).

@@ -39,6 +39,8 @@ public:
     int pipe_fds[2] = {-1, -1};
     struct sigaction previous_int {};
     struct sigaction previous_term {};
+    struct sigaction previous_hup {};
+    bool hup_handled = false;
     std::thread thread;
 };
 
@@ -60,6 +62,13 @@ SignalWatcher::SignalWatcher() : impl_(std::make_unique<Impl>()) {
     action.sa_flags = SA_RESTART;  // interrupted system calls resume; the pipeline polls the flag
     sigaction(SIGINT, &action, &impl_->previous_int);
     sigaction(SIGTERM, &action, &impl_->previous_term);
+    // A closed terminal (SIGHUP) stops like Ctrl-C, unless the job asked to outlive its
+    // terminal (nohup ignores SIGHUP): an ignored SIGHUP stays ignored.
+    sigaction(SIGHUP, nullptr, &impl_->previous_hup);
+    if (impl_->previous_hup.sa_handler != SIG_IGN) {
+        sigaction(SIGHUP, &action, nullptr);
+        impl_->hup_handled = true;
+    }
 
     impl_->thread = std::thread([this] {
         for (;;) {
@@ -70,8 +79,8 @@ SignalWatcher::SignalWatcher() : impl_(std::make_unique<Impl>()) {
             const int sig = byte;
             if (stop_.load(std::memory_order_acquire)) {
                 // Asked twice: stop now. The store's journal rolls back to the last commit.
-                std::fprintf(stderr, "\nfstore: interrupted again, stopping immediately "
-                                     "(the store keeps its last committed batch)\n");
+                std::fprintf(stderr, "\nfstore: interrupted again, stopping immediately (the store "
+                                     "keeps its last committed batch; rerun the command to resume)\n");
                 std::fflush(stderr);
                 std::_Exit(128 + sig);
             }
@@ -84,6 +93,7 @@ SignalWatcher::SignalWatcher() : impl_(std::make_unique<Impl>()) {
 SignalWatcher::~SignalWatcher() {
     sigaction(SIGINT, &impl_->previous_int, nullptr);
     sigaction(SIGTERM, &impl_->previous_term, nullptr);
+    if (impl_->hup_handled) sigaction(SIGHUP, &impl_->previous_hup, nullptr);
     signal_pipe_fd.store(-1);
     const unsigned char wake = 0;
     [[maybe_unused]] const auto n = ::write(impl_->pipe_fds[1], &wake, 1);

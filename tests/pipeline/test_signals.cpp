@@ -97,3 +97,34 @@ TEST(SignalWatcher, SecondSignalEndsTheProcess) {
         },
         ::testing::ExitedWithCode(128 + SIGINT), "interrupted again");
 }
+
+TEST(SignalWatcher, SighupStopsLikeCtrlC) {
+    ASSERT_TRUE(default_disposition(SIGHUP));
+    {
+        fstore::SignalWatcher watcher;
+        ASSERT_EQ(kill(getpid(), SIGHUP), 0);  // the terminal closed: stop, do not die
+        ASSERT_TRUE(wait_for(watcher, std::chrono::seconds(5)));
+        EXPECT_EQ(watcher.signal_number(), SIGHUP);
+    }
+    EXPECT_TRUE(default_disposition(SIGHUP));
+}
+
+// nohup ignores SIGHUP so that the job outlives its terminal: it stays ignored.
+TEST(SignalWatcher, IgnoredSighupStaysIgnored) {
+    struct sigaction ignore {}, previous {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    ASSERT_EQ(sigaction(SIGHUP, &ignore, &previous), 0);
+    {
+        fstore::SignalWatcher watcher;
+        struct sigaction current {};
+        sigaction(SIGHUP, nullptr, &current);
+        EXPECT_EQ(current.sa_handler, SIG_IGN);
+        ASSERT_EQ(kill(getpid(), SIGHUP), 0);
+        EXPECT_FALSE(wait_for(watcher, std::chrono::milliseconds(200)));
+    }
+    struct sigaction current {};
+    sigaction(SIGHUP, nullptr, &current);
+    EXPECT_EQ(current.sa_handler, SIG_IGN);
+    sigaction(SIGHUP, &previous, nullptr);
+}

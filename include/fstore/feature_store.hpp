@@ -84,6 +84,8 @@ struct TemplateInfo {
     std::int64_t rows = 0;          // K
     std::int64_t dim = 0;           // D
     std::int64_t text_tokens = -1;  // T_txt, -1 without token features
+    // text_token_features' own shape ((K, T_txt, D) when whole), empty without the dataset.
+    std::vector<std::int64_t> token_shape;
     std::string texts_hash;         // hex SHA-256 over each text's UTF-8 bytes + one 0 byte
     std::string created_at;
     bool has_token_features = false;

@@ -622,9 +622,15 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         }
         FetchedTemplate fetched;
         fetched.id = id;
-        fetched.shape = {info.rows};
-        if (request.token_features) fetched.shape.push_back(info.text_tokens);
-        fetched.shape.push_back(info.dim);
+        // The shape of the dataset read (in a damaged group the two may disagree).
+        if (request.token_features && info.token_shape.size() == 3) {
+            fetched.shape = info.token_shape;
+        } else {
+            fetched.shape = {info.rows};
+            if (request.token_features) fetched.shape.push_back(info.text_tokens);
+            fetched.shape.push_back(info.dim);
+        }
+        const std::int64_t rows = fetched.shape.at(0);
         const bool pick_rows = !concept_rows.empty() && starts_with(id, "concept");
         if (pick_rows && expected_texts) {
             // Rows are picked by the concept's index in concept_texts: only right in a
@@ -638,8 +644,8 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         }
         if (pick_rows) {
             for (const auto row : concept_rows) {
-                if (row >= info.rows) {
-                    throw DataError("template '" + id + "' has " + std::to_string(info.rows) +
+                if (row >= rows) {
+                    throw DataError("template '" + id + "' has " + std::to_string(rows) +
                                     " rows but concept_texts lists more concepts: the store is inconsistent, "
                                     "run `fstore-access verify`");
                 }
@@ -649,7 +655,8 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         if (with_data) {
             auto values = store.read_template(id, request.token_features);
             if (pick_rows) {
-                const std::size_t row_bytes = values.bytes.size() / static_cast<std::size_t>(std::max<std::int64_t>(info.rows, 1));
+                const std::size_t row_bytes =
+                    values.bytes.size() / static_cast<std::size_t>(std::max<std::int64_t>(values.shape.at(0), 1));
                 Array picked;
                 picked.dtype = values.dtype;
                 picked.shape = values.shape;

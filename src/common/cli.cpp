@@ -10,6 +10,7 @@
 #include <iostream>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <ostream>
 #include <set>
 #include <sstream>
@@ -87,6 +88,9 @@ int run_guarded(const std::function<int()>& body) {
         report_failure(e.what());
         return static_cast<int>(e.exit_code());
     } catch (const std::bad_alloc&) {
+        report_failure("out of memory: ask for less at once (a smaller --batch-size or selection)");
+        return static_cast<int>(ExitCode::internal);
+    } catch (const std::length_error&) {  // a vector asked for more than max_size()
         report_failure("out of memory: ask for less at once (a smaller --batch-size or selection)");
         return static_cast<int>(ExitCode::internal);
     } catch (const std::exception& e) {

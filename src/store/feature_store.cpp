@@ -1192,6 +1192,7 @@ TemplateInfo FeatureStore::template_info(const std::string& id) const {
     std::vector<hsize_t> t;
     if (info.has_token_features) t = h5::dims(h5::open_dataset(group, "text_token_features"));
     info.text_tokens = t.size() == 3 ? static_cast<std::int64_t>(t[1]) : int_attr("T_txt", -1);
+    info.token_shape.assign(t.begin(), t.end());
     std::vector<hsize_t> texts;
     if (h5::exists(group, "texts")) texts = h5::dims(h5::open_dataset(group, "texts"));
     info.complete = shape.size() == 2 && t.size() == 3 && texts.size() == 1 && t[0] == shape[0] &&
@@ -1221,8 +1222,24 @@ Array FeatureStore::read_template(const std::string& id, bool token_features) co
     h5::Dataset dataset = h5::open_dataset(s.file, name);
     Array out;
     out.dtype = DType::f32;
-    for (hsize_t x : h5::dims(dataset)) out.shape.push_back(static_cast<std::int64_t>(x));
-    out.bytes.resize(static_cast<std::size_t>(out.elements()) * sizeof(float));
+    // A damaged dataspace can claim more than any store holds (2^45 rows): refused before
+    // the allocation. LZF shrinks data at most ~100x and deflate ~1000x, so a dataset far
+    // larger than what it stores is damage, not data (a small one may be all fill value).
+    std::uint64_t bytes = sizeof(float);
+    bool overflow = false;
+    std::string shape;
+    for (hsize_t x : h5::dims(dataset)) {
+        out.shape.push_back(static_cast<std::int64_t>(x));
+        overflow = overflow || __builtin_mul_overflow(bytes, x, &bytes);
+        shape += (shape.empty() ? "" : ", ") + std::to_string(x);
+    }
+    const std::uint64_t stored = H5Dget_storage_size(dataset);
+    if (overflow || bytes > std::max<std::uint64_t>(stored, 1) * 1024 + (std::uint64_t{64} << 20)) {
+        throw FormatError("store " + quoted(s.path) + " is damaged: " + name + " claims shape (" + shape + ") but stores " +
+                          std::to_string(stored) + " bytes; delete the templates with "
+                          "`fstore-access clear-templates` and rebuild them with `fstore build --run-text`");
+    }
+    out.bytes.resize(static_cast<std::size_t>(bytes));
     if (!out.bytes.empty())
         h5::check_status(H5Dread(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                  out.bytes.data()),

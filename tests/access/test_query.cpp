@@ -770,3 +770,67 @@ TEST(Verify, NonStoresThrow) {
     run_python(dir, "import h5py\nh5py.File('" + (dir.path() / "other.h5").string() + "', 'w').create_dataset('x', data=[1])\n");
     EXPECT_THROW(fstore::verify(dir.path() / "other.h5"), fstore::FormatError);
 }
+
+// A damaged template group whose two feature datasets disagree on K: fetch reports the shape
+// of the dataset it reads (as h5py does), the same with and without the data, and a concept
+// row past that dataset's end is the store's inconsistency, not an internal error.
+TEST(Query, FetchShapesComeFromTheDatasetRead) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5");
+    run_python(dir, "import h5py, numpy as np\n"
+                    "with h5py.File('" + path.string() + "', 'a') as f:\n"
+                    "    g = f['templates/concept_prompts_t01']\n"
+                    "    t = g['text_token_features'][:3]\n"
+                    "    del g['text_token_features']\n"
+                    "    g['text_token_features'] = t\n"
+                    "    print(t.shape[1])\n");
+    const auto store = fstore::FeatureStore::open(path);
+    fstore::FetchRequest tokens;
+    tokens.template_ids = {"concept_prompts_t01"};
+    tokens.token_features = true;
+    const auto shape_only = fstore::fetch(store, tokens, false);
+    const auto with_data = fstore::fetch(store, tokens, true);
+    ASSERT_EQ(shape_only.templates.size(), 1u);
+    EXPECT_EQ(shape_only.templates[0].shape.at(0), 3);
+    EXPECT_EQ(shape_only.templates[0].shape, with_data.templates[0].shape);
+
+    tokens.concept_list = {"Segmented nucleus", "Pale cytoplasm"};  // concepts 0 and 10
+    const auto past_the_end = thrown_by([&] { fstore::fetch(store, tokens, true); });
+    EXPECT_EQ(past_the_end.code, fstore::ExitCode::data) << past_the_end.message;
+    EXPECT_THAT(past_the_end.message, HasSubstr("has 3 rows but concept_texts lists more concepts"));
+}
+
+// A template dataspace claiming far more than the file holds (a flipped byte) is refused as
+// damage (exit 4) before anything is allocated, not an out-of-memory internal error.
+TEST(Query, ImplausiblyLargeTemplateIsDamageNotOutOfMemory) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5");
+    run_python(dir, "import h5py\n"
+                    "with h5py.File('" + path.string() + "', 'a') as f:\n"
+                    "    g = f['templates/concept_prompts_t01']\n"
+                    "    del g['text_features']\n"
+                    "    g.create_dataset('text_features', shape=(2**45, 8), dtype='f4', chunks=(1024, 8))\n");
+    const auto store = fstore::FeatureStore::open(path);
+    const auto thrown = thrown_by([&] { store.read_template("concept_prompts_t01", false); });
+    EXPECT_EQ(thrown.code, fstore::ExitCode::bad_format) << thrown.message;
+    EXPECT_THAT(thrown.message, HasSubstr("is damaged"));
+    EXPECT_THAT(thrown.message, HasSubstr("35184372088832, 8"));
+    EXPECT_THAT(thrown.message, HasSubstr("clear-templates"));
+}
+
+// A /split chunk that fails to decompress is named like a damaged row chunk: the store, the
+// rows, the dataset and what to do.
+TEST(Query, DamagedSplitChunkNamesTheRowsAndTheFix) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5");
+    run_python(dir, "import h5py\n"
+                    "with h5py.File('" + path.string() + "', 'r') as f:\n"
+                    "    info = f['split'].id.get_chunk_info(0)\n"
+                    "with open('" + path.string() + "', 'r+b') as out:\n"
+                    "    out.seek(info.byte_offset)\n"
+                    "    out.write(b'\\xff' * info.size)\n");
+    const auto thrown = thrown_by([&] { fstore::FeatureStore::open(path).read_all_splits(); });
+    EXPECT_EQ(thrown.code, fstore::ExitCode::bad_format) << thrown.message;
+    EXPECT_THAT(thrown.message, HasSubstr("cannot read rows 0..9 of /split"));
+    EXPECT_THAT(thrown.message, HasSubstr("restore it from a copy"));
+}

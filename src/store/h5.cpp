@@ -93,12 +93,14 @@ void fail(const std::string& what) {
     const int error = errno;  // before anything else can change it
     const ErrorWalk walk = walk_errors();
     const std::string message = walk.innermost.empty() ? what : what + ": " + walk.innermost;
+    // HDF5's own message often names the system error already: not twice.
+    const std::string reason = std::strerror(error);
+    const std::string cause = message.find(reason) == std::string::npos ? " (" + reason + ")" : "";
     // A failing disk is not a malformed file: say so, and point at the likely cause.
     if (walk.io && (error == ENOSPC || error == EDQUOT || error == EFBIG))
-        throw IoError(message + " (" + std::strerror(error) + "); free disk space, then rerun to resume");
+        throw IoError(message + cause + "; free disk space, then rerun to resume");
     if (walk.io && !walk.filter && error != 0)
-        throw IoError(message + " (" + std::strerror(error) +
-                      "); check the disk and the file system, then rerun");
+        throw IoError(message + cause + "; check the disk and the file system, then rerun");
     throw FormatError(message);
 }
 
@@ -216,6 +218,23 @@ Dataspace simple_space(const std::vector<hsize_t>& shape) {
                      "cannot create a dataspace");
 }
 
+namespace {
+// A failed string read, named as a row read is: the store, the rows, the dataset.
+[[noreturn]] void fail_string_read(hid_t dataset, hsize_t start, hsize_t count) {
+    char file_name[4096] = "", object_name[1024] = "";
+    H5Fget_name(dataset, file_name, sizeof file_name);
+    H5Iget_name(dataset, object_name, sizeof object_name);
+    const std::string rows = count == 1 ? "row " + std::to_string(start)
+                                        : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
+    try {
+        fail("store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name);
+    } catch (const FormatError& e) {
+        throw FormatError(std::string(e.what()) + ": the file is damaged there; restore it from a copy, or "
+                          "rebuild the store");
+    }
+}
+}  // namespace
+
 std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t count) {
     std::vector<std::string> out;
     if (count == 0) return out;
@@ -229,8 +248,8 @@ std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t coun
         const std::size_t size = H5Tget_size(stored);
         Datatype fixed(H5Tcopy(stored), "cannot copy a string type");
         std::vector<char> bytes(size * count);
-        check_status(H5Dread(dataset, fixed, mem_space, file_space, H5P_DEFAULT, bytes.data()),
-                     "cannot read strings");
+        if (H5Dread(dataset, fixed, mem_space, file_space, H5P_DEFAULT, bytes.data()) < 0)
+            fail_string_read(dataset, start, count);
         const bool space_padded = H5Tget_strpad(stored) == H5T_STR_SPACEPAD;
         out.reserve(count);
         for (hsize_t i = 0; i < count; ++i) {
@@ -246,7 +265,7 @@ std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t coun
     VlenBuffer buffer{std::vector<char*>(count, nullptr), type, mem_space};
     if (H5Dread(dataset, type, mem_space, file_space, H5P_DEFAULT, buffer.pointers.data()) < 0) {
         buffer.pointers.clear();  // nothing to reclaim from a failed read
-        fail("cannot read strings");
+        fail_string_read(dataset, start, count);
     }
     out.reserve(count);
     for (const char* s : buffer.pointers) out.emplace_back(s != nullptr ? s : "");

@@ -450,12 +450,17 @@ TEST_F(StoreTest, RefusesToRepairLostTokenFeaturesAndKeepsRows) {
 // error (exit 10, "free disk space"), not a malformed file (exit 4); the store keeps its rows.
 TEST_F(StoreTest, FailingDiskIsAnIoErrorAndKeepsCommittedRows) {
     { make_store(3, 0); }
-    const int code = exit_code_under_file_limit(fs::file_size(path_) + 4096, [&] {
+    const auto failed = fstore::test::run_under_file_limit(fs::file_size(path_) + 4096, [&] {
         auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
         store.append_batch(make_rows(3, 64, "train").batch());
         store.commit();
     });
-    EXPECT_EQ(code, static_cast<int>(fstore::ExitCode::io));
+    EXPECT_EQ(failed.exit_code, static_cast<int>(fstore::ExitCode::io)) << failed.message;
+    // The system's reason once: HDF5's message names it already.
+    const std::string reason = std::strerror(EFBIG);
+    const auto first = failed.message.find(reason);
+    EXPECT_NE(first, std::string::npos) << failed.message;
+    EXPECT_EQ(failed.message.find(reason, first + 1), std::string::npos) << failed.message;
     auto store = FeatureStore::open(path_, FeatureStore::Access::read_write);
     EXPECT_EQ(store.rows(), 3);
 }

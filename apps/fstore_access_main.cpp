@@ -269,5 +269,5 @@ int main(int argc, char** argv) {
         if (fetch->parsed()) return run_fetch(o);
         if (clear->parsed()) return run_clear_templates(o);
         return run_verify(o);
-    });
+    }, o.json && !(o.out && fstore::npy::takes_stdout(*o.out, false)));  // stdout may be the --out file
 }

@@ -333,11 +333,14 @@ int main(int argc, char** argv) {
 130 interrupted (the last whole batch is committed; rerun to resume).)");
 
     if (const auto exit_code = fstore::cli::parse(app, argc, argv, std::cout, std::cerr)) return *exit_code;
+    // --json's failures are JSON too, except where stdout is the --out file.
+    const bool json = (info->parsed() && info_json) || (build->parsed() && build_args.as_json) ||
+                      (emb->parsed() && embed_json && !(out && fstore::npy::takes_stdout(*out, false)));
     return fstore::run_guarded([&] {
         fstore::configure_logging("fstore", log_level);
         if (info->parsed()) return model_info(info_args, info_json);
         if (build->parsed()) return build_args.run(argc, argv);
         request.type = dtype == "float16" ? fstore::OutputType::float16 : fstore::OutputType::float32;
         return embed(embed_args, request, out, embed_json);
-    });
+    }, json);
 }

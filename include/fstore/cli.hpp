@@ -36,7 +36,10 @@ void configure_logging(const std::string& tool, const std::string& level);
 // std::bad_alloc and any other std::exception -> ExitCode::internal. Each is reported as
 // one line on stderr. Returns body's result when it does not throw and std::cout took all
 // it printed; a failed write to stdout (a full disk under `> file`) is an IoError.
-int run_guarded(const std::function<int()>& body);
+// json_errors (the command's --json): a failure also prints one JSON document on stdout,
+// {"error": {"exit_code": N, "message": "..."}}, so that a script reading stdout gets a
+// document either way (unless stdout itself is what failed).
+int run_guarded(const std::function<int()>& body, bool json_errors = false);
 
 // One JSON document on one line (compact, for scripts); invalid UTF-8 in strings (file
 // names) is replaced instead of failing, and json_number's markers print bare.

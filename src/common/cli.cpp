@@ -63,10 +63,26 @@ bool stdout_is_broken_pipe() {
 }
 }  // namespace
 
-int run_guarded(const std::function<int()>& body) {
+namespace {
+// Thrown when stdout itself failed: no JSON error can go there.
+struct StdoutFailed : IoError {
+    using IoError::IoError;
+};
+}  // namespace
+
+int run_guarded(const std::function<int()>& body, bool json_errors) {
     // A file-size limit (ulimit -f) would kill the tool with SIGXFSZ mid-write, silently;
     // ignored, the write fails with EFBIG and is reported as the I/O error it is.
     std::signal(SIGXFSZ, SIG_IGN);
+    const auto fail = [&](const std::string& message, ExitCode code, bool stdout_usable = true) {
+        report_failure(message);
+        if (json_errors && stdout_usable) {
+            const nlohmann::json error = {{"exit_code", static_cast<int>(code)}, {"message", message}};
+            std::cout << json_line(nlohmann::json{{"error", error}}) << '\n';
+            std::cout.flush();
+        }
+        return static_cast<int>(code);
+    };
     try {
         const int code = body();
         // What was printed is the result too: `--json > file` on a full disk must not exit 0
@@ -76,26 +92,24 @@ int run_guarded(const std::function<int()>& body) {
         if (!std::cout) {
             const int error = errno;
             if (error == EPIPE || stdout_is_broken_pipe()) {
-                throw IoError("cannot write to standard output: its reader closed the pipe (broken pipe): "
-                              "what was printed is incomplete; read all of it, or use --out FILE");
+                throw StdoutFailed("cannot write to standard output: its reader closed the pipe (broken pipe): "
+                                   "what was printed is incomplete; read all of it, or use --out FILE");
             }
-            throw IoError(std::string("cannot write to standard output") +
-                          (error != 0 ? std::string(" (") + std::strerror(error) + ")" : std::string()) +
-                          ": what was printed is incomplete; free space or send the output elsewhere");
+            throw StdoutFailed(std::string("cannot write to standard output") +
+                               (error != 0 ? std::string(" (") + std::strerror(error) + ")" : std::string()) +
+                               ": what was printed is incomplete; free space or send the output elsewhere");
         }
         return code;
+    } catch (const StdoutFailed& e) {
+        return fail(e.what(), e.exit_code(), false);
     } catch (const Error& e) {
-        report_failure(e.what());
-        return static_cast<int>(e.exit_code());
+        return fail(e.what(), e.exit_code());
     } catch (const std::bad_alloc&) {
-        report_failure("out of memory: ask for less at once (a smaller --batch-size or selection)");
-        return static_cast<int>(ExitCode::internal);
+        return fail("out of memory: ask for less at once (a smaller --batch-size or selection)", ExitCode::internal);
     } catch (const std::length_error&) {  // a vector asked for more than max_size()
-        report_failure("out of memory: ask for less at once (a smaller --batch-size or selection)");
-        return static_cast<int>(ExitCode::internal);
+        return fail("out of memory: ask for less at once (a smaller --batch-size or selection)", ExitCode::internal);
     } catch (const std::exception& e) {
-        report_failure(std::string("internal error: ") + e.what() + " (please report this)");
-        return static_cast<int>(ExitCode::internal);
+        return fail(std::string("internal error: ") + e.what() + " (please report this)", ExitCode::internal);
     }
 }
 

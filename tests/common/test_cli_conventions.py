@@ -3,7 +3,7 @@
 line "<tool>: error: <what> (see <tool> <subcommand> --help)" with exit 2, runtime errors
 carry the tool's own name, --version, the last value of a repeated option or flag wins,
 every integer option says its range (never a 300-digit double), help names the bare tool
-and shows each subcommand its own examples, JSON is one line, and a store that may not be
+and shows each subcommand its own examples, JSON is one line (a failure's too), and a store that may not be
 written is an I/O error (exit 10) that says so. Permissions are checked as user nobody
 (setpriv): root bypasses them.
 
@@ -115,6 +115,18 @@ class Conventions:
                                text=True, timeout=120, preexec_fn=limit)
         self.assertEqual(p.returncode, IO, p.stderr)
         self.assertIn("cannot write to standard output (File too large)", p.stderr)
+
+    def test_json_failure_is_a_json_document_too(self):
+        # A script reading --json's stdout gets a document on failure as well: the error's
+        # exit code and its message (the stderr line's); without --json stdout stays empty.
+        p = self.run_tool(*self.missing_file_args(), "--json")
+        self.assertEqual(p.returncode, NOT_FOUND, p.stderr)
+        self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
+        error = json.loads(p.stdout)["error"]
+        self.assertEqual(error["exit_code"], NOT_FOUND)
+        self.assertEqual(p.stderr, f"{self.tool}: error: {error['message']}\n")
+        p = self.run_tool(*self.missing_file_args())
+        self.assertEqual((p.returncode, p.stdout), (NOT_FOUND, ""))
 
     def test_log_level_off_still_prints_the_error(self):
         # The subclass's runtime error, with logs silenced: the one line stays.

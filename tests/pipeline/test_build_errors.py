@@ -128,7 +128,8 @@ def main():
         empty_run[empty_run.index(os.path.join(tmp, "folder.h5"))] = os.path.join(tmp, "wrong.h5")
         p = t.run(empty_run, check_rc=DATA)
         assert "none of the 5 images" in p.stderr and "--images" in p.stderr, p.stderr
-        assert p.stdout == "", p.stdout
+        assert json.loads(p.stdout) == {"error": {"exit_code": DATA, "message": p.stderr.split("error: ", 1)[1].strip()}}, \
+            p.stdout  # --json: the failure, not a summary of an empty success
 
         # Image data is checked before the model loads: a missing .npz fails at once and
         # creates no store (the text stage would otherwise run first).

@@ -45,6 +45,7 @@ struct Options {
     std::string path = "./conceptclip_features.h5";
     std::string log_level = "warn";
     bool json = false;
+    bool verify_data = false;  // verify --data
     std::string max_templates = "3";  // numbers stay text: the library parses and reports them
     std::string index;
     std::optional<std::string> out;  // given but empty is an error, not "no --out"
@@ -174,7 +175,7 @@ int run_clear_templates(const Options& o) {
 }
 
 int run_verify(const Options& o) {
-    const auto report = fstore::verify(o.path);
+    const auto report = fstore::verify(o.path, o.verify_data);
     if (o.json) {
         print_json(fstore::to_json(report));
     } else {
@@ -255,6 +256,8 @@ int main(int argc, char** argv) {
 
     auto* verify = app.add_subcommand(
         "verify", "Check the store's integrity; exit 0 when clean, 1 when something is wrong");
+    verify->add_flag("--data", o.verify_data,
+                     "Also read every feature row and template (finds damaged chunks; reads the whole file)");
     add_json(verify);
 
     fstore::cli::set_help_footers(app, kExamples, kExitCodes);

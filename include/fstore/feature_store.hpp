@@ -44,6 +44,7 @@ struct StoreLayout {
 
 // The five row-aligned datasets.
 enum class Column { image_features, image_token_features, ids, labels, split };
+const char* column_name(Column column);  // its dataset's name: "image_features", ...
 
 enum class DType { f16, f32, i64 };
 std::size_t dtype_size(DType dtype);

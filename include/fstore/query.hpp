@@ -244,10 +244,12 @@ struct VerifyReport {
 
 // Checks a store's integrity: the five datasets have equal lengths; ids are 0..N-1; the
 // split_counts attribute equals the counts in `split`; each template's K, D, T_txt
-// attributes match its datasets and texts_hash matches its texts. Problems are findings,
-// not exceptions; only inputs that are no store at all (missing, not HDF5, no
-// /image_features) or locked throw.
-VerifyReport verify(const std::filesystem::path& path);
+// attributes match its datasets and texts_hash matches its texts. `read_data`: also reads
+// every feature and label row and every template's features, so that a chunk that no
+// longer decompresses (or that the disk fails to read) is found: that reads the whole file.
+// Problems are findings, not exceptions; only inputs that are no store at all (missing,
+// not HDF5, no /image_features) or locked throw.
+VerifyReport verify(const std::filesystem::path& path, bool read_data = false);
 nlohmann::json to_json(const VerifyReport& report);  // {"ok", "findings", "rows", "checks"}
 
 }  // namespace fstore

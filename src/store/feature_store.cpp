@@ -1007,6 +1007,8 @@ void FeatureStore::require_column(Column column) const {
                       "(another --h5 path)");
 }
 
+const char* column_name(Column column) { return name_of(column); }
+
 DType FeatureStore::column_dtype(Column column) const {
     const Impl& s = use(impl_);
     if (column == Column::split) throw UsageError("the split column holds strings: use read_splits");

@@ -350,6 +350,11 @@ class StoreCases:
         self.assertIs(j["ok"], True)
         p = run(self.path, "verify")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        # --data reads every row and template too: more checks, still clean.
+        data = run_json(self, self.path, "verify", "--data")
+        self.assertEqual(data["findings"], [])
+        self.assertIn("every feature and label row can be read", data["checks"])
+        self.assertGreater(len(data["checks"]), len(j["checks"]))
 
 
 class H5pyStore(StoreCases, unittest.TestCase):

@@ -761,6 +761,29 @@ TEST(Verify, ReportsEachBreakage) {
     }
 }
 
+// A feature chunk that no longer decompresses passes the structural checks; --data reads
+// every row and names the damaged ones (and nothing else).
+TEST(Verify, DataReadFindsADamagedChunk) {
+    TempDir dir;
+    const auto path = write_reference_store(dir, "ref.h5", "--train 9 --val 0 --test 0");
+    // Zeros, so that LZF shrinks the chunk (random features are stored raw: no filter to fail).
+    run_python(dir, "import h5py\n"
+                    "with h5py.File('" + path.string() + "', 'a') as f:\n"
+                    "    f['image_token_features'][4:8] = 0\n"
+                    "    info = f['image_token_features'].id.get_chunk_info(1)\n"
+                    "    assert info.filter_mask == 0, info\n"
+                    "with open('" + path.string() + "', 'r+b') as out:\n"
+                    "    out.seek(info.byte_offset)\n"
+                    "    out.write(b'\\xff' * info.size)\n");
+    EXPECT_TRUE(fstore::verify(path).ok());
+    const auto report = fstore::verify(path, true);
+    ASSERT_EQ(report.findings.size(), 1u) << nlohmann::json(report.findings).dump();
+    EXPECT_THAT(report.findings[0], HasSubstr("cannot read rows 4..7 of /image_token_features"));
+    EXPECT_THAT(report.findings[0], HasSubstr("restore it from a copy"));
+    EXPECT_THAT(nlohmann::json(report.checks).dump(), HasSubstr("every feature and label row can be read"));
+    EXPECT_TRUE(fstore::verify(write_reference_store(dir, "clean.h5"), true).ok());
+}
+
 TEST(Verify, NonStoresThrow) {
     TempDir dir;
     EXPECT_THROW(fstore::verify(dir.path() / "missing.h5"), fstore::NotFoundError);

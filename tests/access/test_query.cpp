@@ -96,6 +96,20 @@ Thrown thrown_by(Call&& call) {
     return {};
 }
 
+// Overwrites chunk `index` of `dataset` with 0xff bytes, which its LZF filter then fails to
+// decompress. `prepare`: Python lines run on the file first (open as f, mode 'a'), e.g. to
+// write zeros there: LZF stores random data raw, with no filter left to fail.
+void damage_chunk(const TempDir& dir, const fs::path& path, const std::string& dataset, int index,
+                  const std::string& prepare = "") {
+    run_python(dir, "import h5py\n"
+                    "with h5py.File('" + path.string() + "', 'a') as f:\n" + prepare +
+                    "    info = f['" + dataset + "'].id.get_chunk_info(" + std::to_string(index) + ")\n"
+                    "    assert info.filter_mask == 0, info\n"
+                    "with open('" + path.string() + "', 'r+b') as out:\n"
+                    "    out.seek(info.byte_offset)\n"
+                    "    out.write(b'\\xff' * info.size)\n");
+}
+
 std::string slice_text(const fstore::Slice& s) {
     auto part = [](const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : std::string(); };
     return part(s.start) + ":" + part(s.stop) + ":" + part(s.step);
@@ -766,15 +780,7 @@ TEST(Verify, ReportsEachBreakage) {
 TEST(Verify, DataReadFindsADamagedChunk) {
     TempDir dir;
     const auto path = write_reference_store(dir, "ref.h5", "--train 9 --val 0 --test 0");
-    // Zeros, so that LZF shrinks the chunk (random features are stored raw: no filter to fail).
-    run_python(dir, "import h5py\n"
-                    "with h5py.File('" + path.string() + "', 'a') as f:\n"
-                    "    f['image_token_features'][4:8] = 0\n"
-                    "    info = f['image_token_features'].id.get_chunk_info(1)\n"
-                    "    assert info.filter_mask == 0, info\n"
-                    "with open('" + path.string() + "', 'r+b') as out:\n"
-                    "    out.seek(info.byte_offset)\n"
-                    "    out.write(b'\\xff' * info.size)\n");
+    damage_chunk(dir, path, "image_token_features", 1, "    f['image_token_features'][4:8] = 0\n");
     EXPECT_TRUE(fstore::verify(path).ok());
     const auto report = fstore::verify(path, true);
     ASSERT_EQ(report.findings.size(), 1u) << nlohmann::json(report.findings).dump();
@@ -846,12 +852,7 @@ TEST(Query, ImplausiblyLargeTemplateIsDamageNotOutOfMemory) {
 TEST(Query, DamagedSplitChunkNamesTheRowsAndTheFix) {
     TempDir dir;
     const auto path = write_reference_store(dir, "ref.h5");
-    run_python(dir, "import h5py\n"
-                    "with h5py.File('" + path.string() + "', 'r') as f:\n"
-                    "    info = f['split'].id.get_chunk_info(0)\n"
-                    "with open('" + path.string() + "', 'r+b') as out:\n"
-                    "    out.seek(info.byte_offset)\n"
-                    "    out.write(b'\\xff' * info.size)\n");
+    damage_chunk(dir, path, "split", 0);
     const auto thrown = thrown_by([&] { fstore::FeatureStore::open(path).read_all_splits(); });
     EXPECT_EQ(thrown.code, fstore::ExitCode::bad_format) << thrown.message;
     EXPECT_THAT(thrown.message, HasSubstr("cannot read rows 0..9 of /split"));

@@ -136,7 +136,7 @@ struct BuildSummary {
     };
     std::vector<SplitResult> splits;
     std::int64_t total_new = 0;     // rows appended in this run
-    std::int64_t total_rows = 0;    // rows in the store at the end
+    std::int64_t total_rows = 0;    // rows in the store at the end; -1: stopped before opening it
     std::int64_t skipped_images = 0;  // unreadable images left out (custom folder)
     bool interrupted = false;       // stopped early by the stop flag
     double seconds = 0.0;        // the whole run, model loading included

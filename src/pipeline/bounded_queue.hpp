@@ -64,11 +64,14 @@ public:
         not_empty_.notify_all();
     }
 
-    // Drops queued items (used when a consumer gives up early so producers unblock).
-    void clear() {
+    // Drops queued items (used when a consumer gives up early so producers unblock);
+    // returns how many. After close() no push succeeds, so that count is final.
+    std::size_t clear() {
         std::lock_guard<std::mutex> lock(mutex_);
+        const std::size_t dropped = items_.size();
         items_.clear();
         not_full_.notify_all();
+        return dropped;
     }
 
 private:

@@ -292,7 +292,7 @@ BuildSummary BuildRun::run() {
         summary_.image_seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - image_started).count();
     }
-    summary_.total_rows = store_ ? store_->rows() : 0;
+    summary_.total_rows = store_ ? store_->rows() : -1;  // stopped before the store was opened
     summary_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return std::move(summary_);
 }
@@ -813,11 +813,8 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     try {
         for (;;) {
             // Stopped: an interruption only if work is left (a stop during the last batch
-            // ends a finished run). Work the loader still had is counted after the joins.
-            if (stopping(stop_)) {
-                if (pixel_queue.try_pop()) batches_dropped.store(true);
-                break;
-            }
+            // ends a finished run); that is decided once the queue is closed, below.
+            if (stopping(stop_)) break;
             auto pixels = pixel_queue.pop();
             if (!pixels) break;
             step_pause(o_.step_delay);
@@ -846,8 +843,8 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     // Shut down: stop the loader, let the writer finish what was encoded (those batches are
     // complete and worth keeping), then report the first error.
     cancel_loader.store(true);
-    pixel_queue.close();
-    pixel_queue.clear();
+    pixel_queue.close();  // no push succeeds after this: what clear() drops is all that is left
+    if (pixel_queue.clear() > 0) batches_dropped.store(true);
     loader.join();
     encoded_queue.close();
     writer.join();
@@ -945,7 +942,7 @@ nlohmann::json BuildSummary::to_json() const {
     }
     j["splits"] = splits_json;
     j["total_new"] = total_new;
-    j["total_rows"] = total_rows;
+    j["total_rows"] = total_rows >= 0 ? nlohmann::json(total_rows) : nlohmann::json();  // null: not opened
     j["skipped_images"] = skipped_images;
     j["interrupted"] = interrupted;
     j["seconds"] = seconds;

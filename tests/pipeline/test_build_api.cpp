@@ -108,7 +108,8 @@ TEST(RunBuild, StopFlagSetBeforehandWritesNothingAndResumes) {
     auto summary = fstore::run_build(o, &stop);
     EXPECT_TRUE(summary.interrupted);
     EXPECT_EQ(summary.total_new, 0);
-    EXPECT_EQ(summary.total_rows, 0);
+    EXPECT_EQ(summary.total_rows, -1);  // no store was opened
+    EXPECT_TRUE(summary.to_json()["total_rows"].is_null());
     EXPECT_TRUE(summary.templates.empty());
     EXPECT_FALSE(fs::exists(o.h5_path)) << "a stop before the work began created the store";
 
@@ -214,6 +215,8 @@ TEST(RunBuild, StopBeforeTheWorkLeavesTheStoreAsItWasEvenWithNoResume) {
     EXPECT_TRUE(summary.interrupted);
     EXPECT_EQ(summary.total_new, 0);
     EXPECT_EQ(read_bytes(), before) << "the interrupted --no-resume run changed the store";
+    // Not "0 rows": the store was never opened, its 10 rows are there.
+    EXPECT_TRUE(summary.to_json()["total_rows"].is_null());
     auto store = fstore::FeatureStore::open(o.h5_path);
     EXPECT_EQ(store.rows(), 10);
 }

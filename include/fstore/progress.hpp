@@ -88,6 +88,8 @@ public:
     ProgressSnapshot snapshot() const;
 
 private:
+    std::int64_t count(std::int64_t items);  // adds to done (capped); returns what it added
+    void report_if_due();
     void report(bool final_report);
 
     ProgressOptions options_;

@@ -74,21 +74,30 @@ void Progress::begin(const std::string& phase, std::int64_t total, std::int64_t 
     if (style_ == ProgressStyle::bar) report(false);
 }
 
-void Progress::advance(std::int64_t items) {
-    if (!open_) return;
+std::int64_t Progress::count(std::int64_t items) {
     // Never past the total: a caller counting work (entries read) rather than results may
     // overshoot a total given in results (rows wanted under --limit).
+    const std::int64_t before = current_.done;
     current_.done = current_.total > 0 ? std::min(current_.done + items, current_.total) : current_.done + items;
-    if (style_ == ProgressStyle::none) return;
-    const auto interval = style_ == ProgressStyle::bar ? options_.redraw_interval : options_.log_interval;
-    if (now_() - last_report_ >= interval) report(false);
+    return current_.done - before;
+}
+
+void Progress::advance(std::int64_t items) {
+    if (!open_) return;
+    count(items);
+    report_if_due();
 }
 
 void Progress::skip(std::int64_t items) {
     if (!open_) return;
-    const std::int64_t before = current_.done;
-    advance(items);
-    resumed_ += current_.done - before;
+    resumed_ += count(items);  // before any report: the rate must not see them
+    report_if_due();
+}
+
+void Progress::report_if_due() {
+    if (style_ == ProgressStyle::none) return;
+    const auto interval = style_ == ProgressStyle::bar ? options_.redraw_interval : options_.log_interval;
+    if (now_() - last_report_ >= interval) report(false);
 }
 
 void Progress::end(bool all_done) {

@@ -193,3 +193,20 @@ TEST(Progress, SkippedItemsAreDoneButNotInTheRate) {
     progress.skip(5);  // capped at the total like advance
     EXPECT_EQ(progress.snapshot().done, 10);
 }
+
+// A kept template that arrives after the log interval reports at once: that line's rate
+// must already leave it out: 3 encoded in 32 s, so 6 left take 64 s (counting it: 48 s).
+TEST(Progress, ReportOnASkipLeavesTheSkippedOut) {
+    Capture out;
+    FakeClock clock;
+    fstore::ProgressOptions options;
+    options.style = fstore::ProgressStyle::log;
+    options.log_interval = std::chrono::seconds(30);
+    fstore::Progress progress(options, out.file, clock.fn());
+    progress.begin("text", 10, 0, "tpl");
+    clock.advance(12);
+    progress.advance(3);  // before the interval: no line
+    clock.advance(20);
+    progress.skip(1);  // 32 s since begin: reports now
+    EXPECT_EQ(out.text(), "text: 4/10 (40%), 0.1 tpl/s, ETA 01:04\n");
+}

@@ -13,8 +13,9 @@
 //   run_build(options, &watcher.stop_flag(), progress);
 //   if (watcher.stop_requested()) ...           // exit 130, tell how to resume
 //
-// A second signal while the first is being honoured ends the process at once with exit
-// status 128 + signal: the user asked twice. Writers stay consistent anyway (the store's
+// A second SIGINT or SIGTERM while the first is being honoured ends the process at once with
+// exit status 128 + signal: the user asked twice. A SIGHUP then is ignored (logging out sends
+// SIGTERM, then SIGHUP). Writers stay consistent anyway (the store's
 // rollback journal restores the last commit on the next open).
 //
 // The flag lives in the watcher object. The handler needs one process-wide atomic (the pipe

@@ -89,6 +89,12 @@ int run_guarded(const std::function<int()>& body, bool json_errors) {
         // with half a document in the file.
         errno = 0;
         std::cout.flush();
+        // An interrupted run keeps its exit status when the summary cannot be printed (the
+        // terminal closed: SIGHUP): 130 says what happened to the store; the line says the rest.
+        if (!std::cout && code == static_cast<int>(ExitCode::interrupted)) {
+            report_failure("cannot write to standard output: the summary of the interrupted run is incomplete");
+            return code;
+        }
         if (!std::cout) {
             const int error = errno;
             if (error == EPIPE || stdout_is_broken_pipe()) {

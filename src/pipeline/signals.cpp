@@ -77,6 +77,9 @@ SignalWatcher::SignalWatcher() : impl_(std::make_unique<Impl>()) {
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0 || byte == 0) return;  // closed, or the destructor's wake-up byte
             const int sig = byte;
+            // SIGHUP after a stop was asked is no second request: logging out sends SIGTERM,
+            // then SIGHUP, and the terminal closing may follow a Ctrl-C.
+            if (sig == SIGHUP && stop_.load(std::memory_order_acquire)) continue;
             if (stop_.load(std::memory_order_acquire)) {
                 // Asked twice: stop now. The store's journal rolls back to the last commit.
                 std::fprintf(stderr, "\nfstore: interrupted again, stopping immediately (the store "

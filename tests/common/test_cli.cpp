@@ -2,6 +2,7 @@
 // theirs: a global option, subcommands, flags, integer options, an exclusion.
 #include <cmath>
 #include <cstdint>
+#include <iostream>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -235,3 +236,35 @@ TEST(CliConventions, SubcommandHelpShowsItsOwnExamplesAndReadableExclusions) {
 }
 
 }  // namespace
+
+// Standard output that fails after the body: an I/O error (exit 10), except for an
+// interrupted run, whose 130 says what happened to the store (the terminal closed, SIGHUP).
+TEST(RunGuarded, InterruptedRunKeepsItsStatusWhenStdoutFails) {
+    const auto with_failing_stdout = [](int code) {
+        const int result = fstore::run_guarded([code] {
+            std::cout.setstate(std::ios::badbit);
+            return code;
+        });
+        std::cout.clear();
+        return result;
+    };
+    EXPECT_EQ(with_failing_stdout(static_cast<int>(fstore::ExitCode::interrupted)),
+              static_cast<int>(fstore::ExitCode::interrupted));
+    EXPECT_EQ(with_failing_stdout(0), static_cast<int>(fstore::ExitCode::io));
+}
+
+// json_errors: the failure is a JSON document on stdout too; without it stdout stays empty.
+TEST(RunGuarded, JsonErrorsPrintTheFailureOnStdout) {
+    const auto stdout_of = [](bool json_errors, int* code) {
+        std::ostringstream captured;
+        auto* const saved = std::cout.rdbuf(captured.rdbuf());
+        *code = fstore::run_guarded([]() -> int { throw fstore::NotFoundError("no such store"); }, json_errors);
+        std::cout.rdbuf(saved);
+        return captured.str();
+    };
+    int code = 0;
+    EXPECT_EQ(stdout_of(true, &code), "{\"error\":{\"exit_code\":3,\"message\":\"no such store\"}}\n");
+    EXPECT_EQ(code, 3);
+    EXPECT_EQ(stdout_of(false, &code), "");
+    EXPECT_EQ(code, 3);
+}

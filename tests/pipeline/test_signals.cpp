@@ -128,3 +128,17 @@ TEST(SignalWatcher, IgnoredSighupStaysIgnored) {
     EXPECT_EQ(current.sa_handler, SIG_IGN);
     sigaction(SIGHUP, &previous, nullptr);
 }
+
+// Logging out sends SIGTERM, then SIGHUP: that is one request to stop, not two.
+TEST(SignalWatcher, SighupAfterAStopIsNoSecondRequest) {
+    EXPECT_EXIT(
+        {
+            fstore::SignalWatcher watcher;
+            kill(getpid(), SIGTERM);
+            while (!watcher.stop_requested()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            kill(getpid(), SIGHUP);
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            std::exit(watcher.signal_number() == SIGTERM ? 0 : 3);
+        },
+        ::testing::ExitedWithCode(0), "");
+}

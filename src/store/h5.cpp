@@ -89,19 +89,30 @@ Failure last_failure() {
     return {walk.innermost, walk.lock, walk.truncated, walk.marked_open, walk.io, walk.filter};
 }
 
-void fail(const std::string& what) {
-    const int error = errno;  // before anything else can change it
-    const ErrorWalk walk = walk_errors();
+namespace {
+// What fail() throws, for an error and HDF5's error stack captured right after the call.
+[[noreturn]] void throw_failure(const std::string& what, int error, const ErrorWalk& walk) {
     const std::string message = walk.innermost.empty() ? what : what + ": " + walk.innermost;
     // HDF5's own message often names the system error already: not twice.
+    // (Compared ignoring case: the message may hold HDF5's lowercased copy of it.)
+    const auto lower = [](std::string text) {
+        for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return text;
+    };
     const std::string reason = std::strerror(error);
-    const std::string cause = message.find(reason) == std::string::npos ? " (" + reason + ")" : "";
+    const std::string cause = lower(message).find(lower(reason)) == std::string::npos ? " (" + reason + ")" : "";
     // A failing disk is not a malformed file: say so, and point at the likely cause.
     if (walk.io && (error == ENOSPC || error == EDQUOT || error == EFBIG))
         throw IoError(message + cause + "; free disk space, then rerun to resume");
     if (walk.io && !walk.filter && error != 0)
         throw IoError(message + cause + "; check the disk and the file system, then rerun");
     throw FormatError(message);
+}
+}  // namespace
+
+void fail(const std::string& what) {
+    const int error = errno;  // before anything else can change it
+    throw_failure(what, error, walk_errors());
 }
 
 hid_t check(hid_t id, const char* what) {
@@ -221,13 +232,16 @@ Dataspace simple_space(const std::vector<hsize_t>& shape) {
 namespace {
 // A failed string read, named as a row read is: the store, the rows, the dataset.
 [[noreturn]] void fail_string_read(hid_t dataset, hsize_t start, hsize_t count) {
+    // The failure first: the calls naming the dataset reset HDF5's error stack (and errno).
+    const int error = errno;
+    const ErrorWalk walk = walk_errors();
     char file_name[4096] = "", object_name[1024] = "";
     H5Fget_name(dataset, file_name, sizeof file_name);
     H5Iget_name(dataset, object_name, sizeof object_name);
     const std::string rows = count == 1 ? "row " + std::to_string(start)
                                         : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
     try {
-        fail("store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name);
+        throw_failure("store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name, error, walk);
     } catch (const FormatError& e) {
         throw FormatError(std::string(e.what()) + ": the file is damaged there; restore it from a copy, or "
                           "rebuild the store");

@@ -18,6 +18,6 @@ if(FSTORE_SANITIZE)
   # src/access/query.cpp took 120 s at -O2 -g and 29 s at -Og -g1 (GCC 12, one core), and
   # the sanitized build was most of CI's time. -g1 keeps the line tables reports need.
   set(FSTORE_SANITIZE_OPT_FLAGS "-Og;-g1" CACHE STRING
-      "Optimization/debug flags of sanitized builds (a list; empty: the build type's)")
+      "Optimization/debug flags of sanitized builds, semicolon-separated (empty: the build type's)")
   target_compile_options(fstore_warnings INTERFACE ${FSTORE_SANITIZE_OPT_FLAGS})
 endif()

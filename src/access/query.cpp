@@ -936,6 +936,7 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
 
 }  // namespace
 
+namespace {
 // Reads every row of the feature and label datasets, a block at a time, and every template's
 // features: each block that fails to read is a finding (its message names the rows).
 void verify_data(const FeatureStore& store, std::int64_t rows, VerifyReport& report) {
@@ -987,6 +988,7 @@ void verify_data(const FeatureStore& store, std::int64_t rows, VerifyReport& rep
     }
     report.checks.push_back("every template's features can be read");
 }
+}  // namespace
 
 VerifyReport verify(const std::filesystem::path& path, bool read_data) {
     VerifyReport report;

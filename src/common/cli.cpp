@@ -10,10 +10,10 @@
 #include <iostream>
 #include <memory>
 #include <new>
-#include <stdexcept>
 #include <ostream>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string_view>
 
 #include <poll.h>
@@ -61,9 +61,7 @@ bool stdout_is_broken_pipe() {
     pollfd out{STDOUT_FILENO, POLLOUT, 0};
     return ::poll(&out, 1, 0) == 1 && (out.revents & POLLERR) != 0;
 }
-}  // namespace
 
-namespace {
 // Thrown when stdout itself failed: no JSON error can go there.
 struct StdoutFailed : IoError {
     using IoError::IoError;

@@ -35,6 +35,21 @@ struct FakeClock {
     }
 };
 
+// Log-style progress on a fake clock, reporting into a capture.
+struct LoggedProgress {
+    Capture out;
+    FakeClock clock;
+    fstore::Progress progress;
+    explicit LoggedProgress(std::chrono::seconds interval = std::chrono::seconds(10))
+        : progress(log_options(interval), out.file, clock.fn()) {}
+    static fstore::ProgressOptions log_options(std::chrono::seconds interval) {
+        fstore::ProgressOptions options;
+        options.style = fstore::ProgressStyle::log;
+        options.log_interval = interval;
+        return options;
+    }
+};
+
 int count(const std::string& s, const std::string& what) {
     int n = 0;
     for (auto pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) ++n;
@@ -156,12 +171,8 @@ TEST(Progress, BarRedrawsInPlaceAndEndsWithNewline) {
 // A phase shown once its first item is done (the build's writer begins a split's bar with
 // its first batch written) counts its rate from when its work began.
 TEST(Progress, RateCountsFromWhenThePhaseBegan) {
-    Capture out;
-    FakeClock clock;
-    fstore::ProgressOptions options;
-    options.style = fstore::ProgressStyle::log;
-    options.log_interval = std::chrono::seconds(1);
-    fstore::Progress progress(options, out.file, clock.fn());
+    LoggedProgress logged(std::chrono::seconds(1));
+    auto& [out, clock, progress] = logged;
     const auto began = clock.t;
     clock.advance(10);  // the first batch of 10 took 10 s
     progress.begin("train", 100, 0, "img", began);
@@ -177,11 +188,8 @@ TEST(Progress, RateCountsFromWhenThePhaseBegan) {
 
 // Items found done (templates kept from an earlier run) count as done, not in the rate.
 TEST(Progress, SkippedItemsAreDoneButNotInTheRate) {
-    Capture out;
-    FakeClock clock;
-    fstore::ProgressOptions options;
-    options.style = fstore::ProgressStyle::log;
-    fstore::Progress progress(options, out.file, clock.fn());
+    LoggedProgress logged;
+    auto& [out, clock, progress] = logged;
     progress.begin("text", 10, 0, "tpl");
     progress.skip(6);
     clock.advance(2);
@@ -197,12 +205,8 @@ TEST(Progress, SkippedItemsAreDoneButNotInTheRate) {
 // A kept template that arrives after the log interval reports at once: that line's rate
 // must already leave it out: 3 encoded in 32 s, so 6 left take 64 s (counting it: 48 s).
 TEST(Progress, ReportOnASkipLeavesTheSkippedOut) {
-    Capture out;
-    FakeClock clock;
-    fstore::ProgressOptions options;
-    options.style = fstore::ProgressStyle::log;
-    options.log_interval = std::chrono::seconds(30);
-    fstore::Progress progress(options, out.file, clock.fn());
+    LoggedProgress logged(std::chrono::seconds(30));
+    auto& [out, clock, progress] = logged;
     progress.begin("text", 10, 0, "tpl");
     clock.advance(12);
     progress.advance(3);  // before the interval: no line

@@ -50,6 +50,11 @@ Failure last_failure();
 // Throws fstore::FormatError("<what>: <HDF5 reason>"): HDF5 calls fail on unreadable or
 // inconsistent files far more often than on anything else.
 [[noreturn]] void fail(const std::string& what);
+// Throws for a failed H5Dread of rows [start, start + count) of `dataset`, naming the store,
+// the rows and the dataset: IoError when the file system failed the read, FormatError when
+// the data is damaged there (a chunk that does not decompress). Call it right after the
+// failed read: it takes errno and HDF5's error stack first.
+[[noreturn]] void fail_row_read(hid_t dataset, hsize_t start, hsize_t count);
 // Returns `id` / `status`, or calls fail(what) when it is negative.
 hid_t check(hid_t id, const char* what);
 herr_t check_status(herr_t status, const char* what);

@@ -229,24 +229,8 @@ void read_rows_into(hid_t dataset, hid_t mem_type, hsize_t start, hsize_t count,
     mem_shape.insert(mem_shape.end(), per_row.begin(), per_row.end());
     h5::Dataspace file_space = h5::select_rows(dataset, start, count);
     h5::Dataspace mem_space = h5::simple_space(mem_shape);
-    if (H5Dread(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data) >= 0) return;
-    // A chunk that fails to decompress is damage at a place: name it. One the disk fails to
-    // read is not damage (yet): an I/O error, as h5::fail says it.
-    const int error = errno;
-    const h5::Failure failure = h5::last_failure();
-    char file_name[4096] = "", object_name[1024] = "";
-    H5Fget_name(dataset, file_name, sizeof file_name);
-    H5Iget_name(dataset, object_name, sizeof object_name);
-    const std::string rows = count == 1 ? "row " + std::to_string(start)
-                                        : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
-    const std::string what = "store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name +
-                             (failure.reason.empty() ? "" : " (" + failure.reason + ")");
-    // A failed read(2) is an I/O error; a chunk read whole that fails to decompress (the
-    // filter pipeline's error, with an I/O error around it) is damage.
-    if (failure.io && !failure.filter)
-        throw IoError(what + ": the file system failed to read it (" + std::strerror(error) +
-                      "); check the disk (or the network file system), then retry");
-    throw FormatError(what + ": the file is damaged there; restore it from a copy, or rebuild the store");
+    if (H5Dread(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data) < 0)
+        h5::fail_row_read(dataset, start, count);
 }
 
 std::vector<std::int64_t> read_int64(hid_t dataset, hsize_t start, hsize_t count) {

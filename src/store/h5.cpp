@@ -89,9 +89,9 @@ Failure last_failure() {
     return {walk.innermost, walk.lock, walk.truncated, walk.marked_open, walk.io, walk.filter};
 }
 
-namespace {
-// What fail() throws, for an error and HDF5's error stack captured right after the call.
-[[noreturn]] void throw_failure(const std::string& what, int error, const ErrorWalk& walk) {
+void fail(const std::string& what) {
+    const int error = errno;  // before anything else can change it
+    const ErrorWalk walk = walk_errors();
     const std::string message = walk.innermost.empty() ? what : what + ": " + walk.innermost;
     // HDF5's own message often names the system error already: not twice.
     // (Compared ignoring case: the message may hold HDF5's lowercased copy of it.)
@@ -108,11 +108,24 @@ namespace {
         throw IoError(message + cause + "; check the disk and the file system, then rerun");
     throw FormatError(message);
 }
-}  // namespace
 
-void fail(const std::string& what) {
-    const int error = errno;  // before anything else can change it
-    throw_failure(what, error, walk_errors());
+void fail_row_read(hid_t dataset, hsize_t start, hsize_t count) {
+    // The failure first: the calls naming the dataset reset HDF5's error stack (and errno).
+    const int error = errno;
+    const ErrorWalk walk = walk_errors();
+    char file_name[4096] = "", object_name[1024] = "";
+    H5Fget_name(dataset, file_name, sizeof file_name);
+    H5Iget_name(dataset, object_name, sizeof object_name);
+    const std::string rows = count == 1 ? "row " + std::to_string(start)
+                                        : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
+    const std::string what = "store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name +
+                             (walk.innermost.empty() ? "" : " (" + walk.innermost + ")");
+    // A failed read(2) is an I/O error; a chunk read whole that fails to decompress (the
+    // filter pipeline's error, with an I/O error around it) is damage at a place.
+    if (walk.io && !walk.filter)
+        throw IoError(what + ": the file system failed to read it (" + std::strerror(error) +
+                      "); check the disk (or the network file system), then retry");
+    throw FormatError(what + ": the file is damaged there; restore it from a copy, or rebuild the store");
 }
 
 hid_t check(hid_t id, const char* what) {
@@ -229,25 +242,6 @@ Dataspace simple_space(const std::vector<hsize_t>& shape) {
                      "cannot create a dataspace");
 }
 
-namespace {
-// A failed string read, named as a row read is: the store, the rows, the dataset.
-[[noreturn]] void fail_string_read(hid_t dataset, hsize_t start, hsize_t count) {
-    // The failure first: the calls naming the dataset reset HDF5's error stack (and errno).
-    const int error = errno;
-    const ErrorWalk walk = walk_errors();
-    char file_name[4096] = "", object_name[1024] = "";
-    H5Fget_name(dataset, file_name, sizeof file_name);
-    H5Iget_name(dataset, object_name, sizeof object_name);
-    const std::string rows = count == 1 ? "row " + std::to_string(start)
-                                        : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
-    try {
-        throw_failure("store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name, error, walk);
-    } catch (const FormatError& e) {
-        throw FormatError(std::string(e.what()) + ": the file is damaged there; restore it from a copy, or "
-                          "rebuild the store");
-    }
-}
-}  // namespace
 
 std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t count) {
     std::vector<std::string> out;
@@ -263,7 +257,7 @@ std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t coun
         Datatype fixed(H5Tcopy(stored), "cannot copy a string type");
         std::vector<char> bytes(size * count);
         if (H5Dread(dataset, fixed, mem_space, file_space, H5P_DEFAULT, bytes.data()) < 0)
-            fail_string_read(dataset, start, count);
+            fail_row_read(dataset, start, count);
         const bool space_padded = H5Tget_strpad(stored) == H5T_STR_SPACEPAD;
         out.reserve(count);
         for (hsize_t i = 0; i < count; ++i) {
@@ -279,7 +273,7 @@ std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t coun
     VlenBuffer buffer{std::vector<char*>(count, nullptr), type, mem_space};
     if (H5Dread(dataset, type, mem_space, file_space, H5P_DEFAULT, buffer.pointers.data()) < 0) {
         buffer.pointers.clear();  // nothing to reclaim from a failed read
-        fail_string_read(dataset, start, count);
+        fail_row_read(dataset, start, count);
     }
     out.reserve(count);
     for (const char* s : buffer.pointers) out.emplace_back(s != nullptr ? s : "");

@@ -855,6 +855,6 @@ TEST(Query, DamagedSplitChunkNamesTheRowsAndTheFix) {
     damage_chunk(dir, path, "split", 0);
     const auto thrown = thrown_by([&] { fstore::FeatureStore::open(path).read_all_splits(); });
     EXPECT_EQ(thrown.code, fstore::ExitCode::bad_format) << thrown.message;
-    EXPECT_THAT(thrown.message, HasSubstr("cannot read rows 0..9 of /split: filter returned failure"));
+    EXPECT_THAT(thrown.message, HasSubstr("cannot read rows 0..9 of /split (filter returned failure"));
     EXPECT_THAT(thrown.message, HasSubstr("restore it from a copy"));
 }

@@ -72,6 +72,7 @@ int run_guarded(const std::function<int()>& body, bool json_errors) {
     // A file-size limit (ulimit -f) would kill the tool with SIGXFSZ mid-write, silently;
     // ignored, the write fails with EFBIG and is reported as the I/O error it is.
     std::signal(SIGXFSZ, SIG_IGN);
+    const char* const out_of_memory = "out of memory: ask for less at once (a smaller --batch-size or selection)";
     const auto fail = [&](const std::string& message, ExitCode code, bool stdout_usable = true) {
         report_failure(message);
         if (json_errors && stdout_usable) {
@@ -109,9 +110,9 @@ int run_guarded(const std::function<int()>& body, bool json_errors) {
     } catch (const Error& e) {
         return fail(e.what(), e.exit_code());
     } catch (const std::bad_alloc&) {
-        return fail("out of memory: ask for less at once (a smaller --batch-size or selection)", ExitCode::internal);
+        return fail(out_of_memory, ExitCode::internal);
     } catch (const std::length_error&) {  // a vector asked for more than max_size()
-        return fail("out of memory: ask for less at once (a smaller --batch-size or selection)", ExitCode::internal);
+        return fail(out_of_memory, ExitCode::internal);
     } catch (const std::exception& e) {
         return fail(std::string("internal error: ") + e.what() + " (please report this)", ExitCode::internal);
     }

@@ -9,6 +9,7 @@
 #include "fstore/cli.hpp"
 #include "fstore/error.hpp"
 #include "fstore/lzf_filter.hpp"
+#include "h5_heap.hpp"
 
 namespace fstore::h5 {
 namespace {
@@ -109,6 +110,19 @@ void fail(const std::string& what) {
     throw FormatError(message);
 }
 
+namespace {
+
+// "row 3", "rows 0..299": rows [start, start + count) in messages.
+std::string row_range(hsize_t start, hsize_t count) {
+    return count == 1 ? "row " + std::to_string(start)
+                      : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
+}
+
+// Whether `type` is a variable-length string (its values live in the global heap).
+bool is_vlen_string(hid_t type) { return H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) > 0; }
+
+}  // namespace
+
 void fail_row_read(hid_t dataset, hsize_t start, hsize_t count) {
     // The failure first: the calls naming the dataset reset HDF5's error stack (and errno).
     const int error = errno;
@@ -116,9 +130,8 @@ void fail_row_read(hid_t dataset, hsize_t start, hsize_t count) {
     char file_name[4096] = "", object_name[1024] = "";
     H5Fget_name(dataset, file_name, sizeof file_name);
     H5Iget_name(dataset, object_name, sizeof object_name);
-    const std::string rows = count == 1 ? "row " + std::to_string(start)
-                                        : "rows " + std::to_string(start) + ".." + std::to_string(start + count - 1);
-    const std::string what = "store " + quoted(file_name) + ": cannot read " + rows + " of " + object_name +
+    const std::string what = "store " + quoted(file_name) + ": cannot read " + row_range(start, count) + " of " +
+                             object_name +
                              (walk.innermost.empty() ? "" : " (" + walk.innermost + ")");
     // A failed read(2) is an I/O error; a chunk read whole that fails to decompress (the
     // filter pipeline's error, with an I/O error around it) is damage at a place.
@@ -270,6 +283,11 @@ std::vector<std::string> read_strings(hid_t dataset, hsize_t start, hsize_t coun
     }
     Datatype type = utf8_string_type();
     if (cset == H5T_CSET_ASCII) check_status(H5Tset_cset(type, H5T_CSET_ASCII), "cannot make an ASCII string type");
+    {
+        char object_name[1024] = "";
+        H5Iget_name(dataset, object_name, sizeof object_name);
+        check_string_heap(dataset, mem_space, file_space, row_range(start, count) + " of " + object_name);
+    }
     VlenBuffer buffer{std::vector<char*>(count, nullptr), type, mem_space};
     if (H5Dread(dataset, type, mem_space, file_space, H5P_DEFAULT, buffer.pointers.data()) < 0) {
         buffer.pointers.clear();  // nothing to reclaim from a failed read
@@ -320,6 +338,7 @@ std::optional<AttrValue> read_attribute(hid_t obj, const std::string& name) {
         const htri_t variable = H5Tis_variable_str(type);
         if (variable < 0) fail(what);
         if (variable > 0) {
+            check_attribute_string_heap(attr, "attribute '" + name + "'");
             Datatype mem(H5Tcopy(type), what.c_str());
             char* value = nullptr;
             check_status(H5Aread(attr, mem, &value), what.c_str());
@@ -384,6 +403,9 @@ std::vector<nlohmann::json> attribute_elements(hid_t attr, hid_t type, std::size
         const htri_t variable = H5Tis_variable_str(type);
         if (variable < 0) fail(what);
         if (variable > 0) {
+            char name[1024] = "";
+            H5Aget_name(attr, sizeof name, name);
+            check_attribute_string_heap(attr, "attribute '" + std::string(name) + "'");
             std::vector<char*> values(count, nullptr);
             Datatype mem(H5Tcopy(type), what.c_str());
             check_status(H5Aread(attr, mem, values.data()), what.c_str());
@@ -451,8 +473,15 @@ std::vector<std::string> attribute_names(hid_t obj) {
 }
 
 void delete_attribute(hid_t obj, const std::string& name) {
-    if (has_attribute(obj, name) && H5Adelete(obj, name.c_str()) < 0)
-        fail("cannot delete attribute '" + name + "'");
+    if (!has_attribute(obj, name)) return;
+    const std::string what = "cannot delete attribute '" + name + "'";
+    {
+        // Deleting frees the value's heap objects: a damaged heap must not be walked.
+        Attribute attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT), what.c_str());
+        Datatype type(H5Aget_type(attr), what.c_str());
+        if (is_vlen_string(type)) check_attribute_string_heap(attr, "attribute '" + name + "'");
+    }
+    if (H5Adelete(obj, name.c_str()) < 0) fail(what);
 }
 
 void write_attribute(hid_t obj, const std::string& name, const AttrValue& value) {

@@ -14,10 +14,13 @@ import io
 import json
 import math
 import os
+import random
+import re
 import resource
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -975,6 +978,118 @@ class UserAttributes(unittest.TestCase):
             self.assertEqual(got["u64"], 2**63 + 5)
             self.assertEqual(got["i32_matrix"], [[0, 1, 2], [3, 4, 5]])
             self.assertIs(got["flag"], True)
+
+
+class DamagedStringHeap(unittest.TestCase):
+    """Variable-length strings (/split, template texts, string attributes) live in HDF5's global
+    heap, which HDF5 1.10 trusts: a damaged collection made every command (and h5py) segfault or
+    hang. Each collection of both writers' stores is damaged in the ways that crashed it, and
+    at random: every command must end with exit 0 (nothing it reads was hit) or 4 (one line
+    naming the damage), never a signal or a hang."""
+
+    COMMANDS = (["summarize", "--json"], ["templates"], ["sample", "0"], ["fetch"], ["verify", "--data"],
+                ["clear-templates"])
+    DAMAGE_MESSAGE = "the heap holding its strings is damaged"
+
+    @staticmethod
+    def collections(data):
+        """(address, [(object offset, index)]) of each global heap collection in the file's bytes."""
+        found = []
+        for match in re.finditer(b"GCOL\x01", data):
+            at = match.start()
+            size = struct.unpack_from("<Q", data, at + 8)[0]
+            objects, p = [], at + 16
+            while p + 16 <= at + size:
+                index, _, _, object_size = struct.unpack_from("<HHIQ", data, p)
+                objects.append((p, index))
+                if index == 0:
+                    break
+                p += 16 + ((object_size + 7) & ~7)
+            found.append((at, objects))
+        return found
+
+    @classmethod
+    def damages(cls, data):
+        """(name, [(offset, bytes)]) patches: the shapes that crashed HDF5, then random flips."""
+        cases = []
+        for at, objects in cls.collections(data):
+            cases += [(f"{at}:size 2^40", [(at + 8, struct.pack("<Q", 1 << 40))]),
+                      (f"{at}:size 16", [(at + 8, struct.pack("<Q", 16))])]
+            for p, index in objects[:2] + objects[-1:]:
+                cases += [(f"{at}:object {index} size 2^40", [(p + 8, struct.pack("<Q", 1 << 40))]),
+                          (f"{at}:object {index} size 0", [(p + 8, struct.pack("<Q", 0))]),
+                          (f"{at}:object {index} size 100", [(p + 8, struct.pack("<Q", 100))]),
+                          (f"{at}:object {index} index 65535", [(p, struct.pack("<H", 0xFFFF))])]
+        rng = random.Random(5)
+        for seed in range(30):
+            at, _ = rng.choice(cls.collections(data))
+            size = struct.unpack_from("<Q", data, at + 8)[0]
+            cases.append((f"random {seed}", [(at + rng.randrange(min(size, 512)), bytes([rng.randrange(256)]))
+                                             for _ in range(rng.randint(1, 4))]))
+        return cases
+
+    def check_store(self, write):
+        with tempfile.TemporaryDirectory(prefix="fstore_access_heap_") as tmp:
+            good = os.path.join(tmp, "good.h5")
+            write(good)
+            with open(good, "rb") as f:
+                data = f.read()
+            self.assertGreaterEqual(len(self.collections(data)), 1)
+            path = os.path.join(tmp, "damaged.h5")
+            reported = 0
+            for name, patches in self.damages(data):
+                damaged = bytearray(data)
+                for offset, patch in patches:
+                    damaged[offset:offset + len(patch)] = patch
+                for command in self.COMMANDS:
+                    with open(path, "wb") as f:
+                        f.write(damaged)
+                    with self.subTest(damage=name, command=command):
+                        try:
+                            p = run(path, *command, timeout=20)
+                        except subprocess.TimeoutExpired:
+                            self.fail("hung")
+                        self.assertIn(p.returncode, (0, EXIT_FINDINGS, EXIT_FORMAT), p.stderr)
+                        self.assertNotIn("HDF5-DIAG", p.stderr)
+                        if p.returncode == EXIT_FORMAT:
+                            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+                        if self.DAMAGE_MESSAGE in p.stderr:
+                            reported += 1
+                            self.assertIn(f"store '{path}': cannot read ", p.stderr)
+                            self.assertIn("restore the store from a copy, or rebuild it", p.stderr)
+            self.assertGreater(reported, 0)
+
+    def test_h5py_store(self):
+        self.check_store(write_h5py_store)
+
+    def test_fstore_store(self):
+        self.check_store(write_fstore_store)
+
+    def test_names_what_it_cannot_read(self):
+        with tempfile.TemporaryDirectory(prefix="fstore_access_heap_") as tmp:
+            path = os.path.join(tmp, "store.h5")
+            # /split as fixed-length bytes: then split_counts is the root's only heap string.
+            write_h5py_store(path)
+            with h5py.File(path, "a") as f:
+                splits = f["split"][()]
+                del f["split"]
+                f.create_dataset("split", data=splits.astype("S8"), maxshape=(None,), chunks=(4096,))
+                for name in list(f.attrs):
+                    if name != "split_counts":
+                        del f.attrs[name]
+                del f["templates"]
+                f.create_group("templates")
+            with open(path, "rb") as f:
+                data = bytearray(f.read())
+            value = data.rindex(b'{"train"')  # the attribute's string, in the heap
+            at = max(at for at, _ in self.collections(data) if at < value)
+            data[at + 8:at + 16] = struct.pack("<Q", 16)
+            with open(path, "wb") as f:
+                f.write(data)
+            p = run(path, "summarize")
+            self.assertEqual(p.returncode, EXIT_FORMAT, p.stderr)
+            self.assertIn(f"store '{path}': cannot read attribute 'split_counts': {self.DAMAGE_MESSAGE} "
+                          f"(the collection at byte {at}: it holds no object", p.stderr)
 
 
 class Help(unittest.TestCase):

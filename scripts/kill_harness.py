@@ -168,7 +168,7 @@ class Harness:
         """Starts a build, kills it in `phase`. Returns (killed, phase it was in)."""
         seen = {"n": 0}
         nth = self.rng.randint(1, 12 if phase == "text" else 3 if phase != "open" else 1)
-        delay = self.rng.uniform(0, 0.004 if phase == "commit" else self.args.step_delay_ms / 1000 + 0.02)
+        delay = self.rng.uniform(0, 0.0015 if phase == "commit" else self.args.step_delay_ms / 1000 + 0.02)
         lines = []
         fire = threading.Event()
         proc = subprocess.Popen(self.command(h5), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -211,6 +211,10 @@ class Harness:
         started = time.time()
         while done < a.kills:
             phase = PHASES[done % len(PHASES)]
+            # A commit lasts a few milliseconds: aim again at a phase no kill has landed in yet.
+            missing = [p for p in ("text", "image", "commit") if self.kills[p] == 0]
+            if done >= len(PHASES) and missing:
+                phase = missing[0]
             killed, actual = self.run_and_kill(target, phase)
             if not os.path.exists(target):
                 # Killed before the store was created (startup): nothing to check yet.

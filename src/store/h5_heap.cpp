@@ -125,6 +125,10 @@ std::string walk_collection(int fd, std::uint64_t file_size, const Encoding& enc
     if (size < header_size) return "its size (" + std::to_string(size) + " bytes) is smaller than its header";
     if (size > file_size - at)
         return "its size (" + std::to_string(size) + " bytes) runs past the end of the file";
+    // HDF5 sizes a collection for its objects (4 KiB at least): strings of a store are short,
+    // so a bigger one is damage, not something to allocate.
+    constexpr std::uint64_t largest_plausible = std::uint64_t{1} << 30;
+    if (size > largest_plausible) return "its size (" + std::to_string(size) + " bytes) is implausible";
     std::vector<unsigned char> bytes(size);
     if (!read_exactly(fd, bytes.data(), bytes.size(), at)) return "it cannot be read";
     std::uint64_t p = header_size;

@@ -1090,6 +1090,14 @@ class DamagedStringHeap(unittest.TestCase):
             self.assertEqual(p.returncode, EXIT_FORMAT, p.stderr)
             self.assertIn(f"store '{path}': cannot read attribute 'split_counts': {self.DAMAGE_MESSAGE} "
                           f"(the collection at byte {at}: it holds no object", p.stderr)
+            # A size that fits in a (sparse, 3 GiB) file but no store's strings: not allocated.
+            data[at + 8:at + 16] = struct.pack("<Q", 3 << 29)
+            with open(path, "wb") as f:
+                f.write(data)
+                f.truncate(3 << 30)
+            p = run(path, "summarize")
+            self.assertEqual(p.returncode, EXIT_FORMAT, p.stderr)
+            self.assertIn(f"(the collection at byte {at}: its size ({3 << 29} bytes) is implausible)", p.stderr)
 
 
 class Help(unittest.TestCase):

@@ -111,15 +111,16 @@ bool read_exactly(int fd, void* buffer, std::size_t size, std::uint64_t offset) 
 
 // A collection's objects (index -> size), walked the way HDF5 1.10's parser walks them
 // (H5HG__cache_heap_deserialize) but refusing every size that parser would trust into an
-// out-of-bounds copy or an endless loop. Returns why the collection is damaged, or "".
-std::string walk_collection(int fd, std::uint64_t file_size, const Encoding& encoding, std::uint64_t address,
+// out-of-bounds copy or an endless loop. Returns why the collection is damaged, "" when it
+// is sound, nullopt when it cannot be read (HDF5's own read then reports that I/O error).
+std::optional<std::string> walk_collection(int fd, std::uint64_t file_size, const Encoding& encoding, std::uint64_t address,
                             std::map<std::uint32_t, std::uint64_t>& objects) {
     const std::uint64_t header_size = align8(8 + encoding.length_size);
     const std::uint64_t object_header_size = 8 + encoding.length_size;
     const std::uint64_t at = encoding.base + address;
     if (at >= file_size || file_size - at < header_size) return "it lies past the end of the file";
     unsigned char header[32] = {};
-    if (!read_exactly(fd, header, header_size, at)) return "it cannot be read";
+    if (!read_exactly(fd, header, header_size, at)) return std::nullopt;
     if (std::memcmp(header, "GCOL", 4) != 0 || header[4] != 1) return "no global heap collection starts there";
     const std::uint64_t size = decode(header + 8, encoding.length_size);
     if (size < header_size) return "its size (" + std::to_string(size) + " bytes) is smaller than its header";
@@ -130,7 +131,7 @@ std::string walk_collection(int fd, std::uint64_t file_size, const Encoding& enc
     constexpr std::uint64_t largest_plausible = std::uint64_t{1} << 30;
     if (size > largest_plausible) return "its size (" + std::to_string(size) + " bytes) is implausible";
     std::vector<unsigned char> bytes(size);
-    if (!read_exactly(fd, bytes.data(), bytes.size(), at)) return "it cannot be read";
+    if (!read_exactly(fd, bytes.data(), bytes.size(), at)) return std::nullopt;
     std::uint64_t p = header_size;
     // Less room than an object header is free space without one.
     while (size - p >= object_header_size) {
@@ -140,11 +141,11 @@ std::string walk_collection(int fd, std::uint64_t file_size, const Encoding& enc
         const std::uint64_t need = index == 0 ? object_size
                                    : object_size > size ? size + 1
                                                         : object_header_size + align8(object_size);
-        const std::string where = " at byte " + std::to_string(at + p);
+        const auto where = [&] { return " at byte " + std::to_string(at + p); };
         if (index == 0 && need < object_header_size)
-            return "its free space" + where + " claims " + std::to_string(object_size) + " bytes";
+            return "its free space" + where() + " claims " + std::to_string(object_size) + " bytes";
         if (need > size - p)
-            return "object " + std::to_string(index) + where + " (" + std::to_string(object_size) +
+            return "object " + std::to_string(index) + where() + " (" + std::to_string(object_size) +
                    " bytes) runs past the collection's end";
         if (index != 0 && !objects.emplace(index, object_size).second)
             return "object " + std::to_string(index) + " appears twice";
@@ -182,9 +183,10 @@ void check_references(hid_t object, const std::vector<unsigned char>& raw, std::
     for (const Reference& r : references) {
         auto [it, fresh] = collections.try_emplace(r.collection);
         if (fresh) {
-            const std::string why =
+            const auto why =
                 walk_collection(fd.get(), static_cast<std::uint64_t>(info.st_size), encoding, r.collection, it->second);
-            if (!why.empty()) throw damaged(r.collection, why);
+            if (!why) return;  // unreadable: not damage to report here
+            if (!why->empty()) throw damaged(r.collection, *why);
         }
         const auto found = it->second.find(r.index);
         if (found == it->second.end())

@@ -10,6 +10,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -48,6 +51,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(ReadErrors, DiskReadFailureIsAnIoErrorNamingTheRows) {
     const fs::path path = fs::temp_directory_path() / ("fstore_read_errors_" + std::to_string(::getpid()) + ".h5");
@@ -91,6 +95,47 @@ TEST(ReadErrors, DiskReadFailureIsAnIoErrorNamingTheRows) {
     }
     fail_from = fail_to = -1;
     EXPECT_EQ(store.read_rows(fstore::Column::image_features, {2, 3}).shape[0], 2);  // the same rows read fine now
+    fs::remove(path);
+}
+
+// The heap check reads string heaps itself: a disk failing there is still an I/O error
+// (HDF5's own read reports it), not a damaged heap.
+TEST(ReadErrors, DiskReadFailureInAStringHeapIsAnIoError) {
+    const fs::path path = fs::temp_directory_path() / ("fstore_read_errors_heap_" + std::to_string(::getpid()) + ".h5");
+    fs::remove(path);
+    constexpr std::int64_t D = 8, T = 5, N = 10;
+    {
+        auto store = fstore::FeatureStore::open_or_create(path, {D, T});
+        std::vector<std::uint16_t> cls(N * D, fstore::float_to_half(0.5f)), tokens(N * T * D, fstore::float_to_half(1.f));
+        std::vector<std::string> splits(N, "train");
+        fstore::RowBatch batch;
+        batch.rows = N;
+        batch.image_features = cls.data();
+        batch.image_token_features = tokens.data();
+        batch.splits = &splits;
+        store.append_batch(batch);
+    }
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    const auto heap = bytes.rfind("GCOL");
+    ASSERT_NE(heap, std::string::npos);
+    fail_errno = EIO;
+    fail_from = static_cast<long long>(heap);
+    fail_to = static_cast<long long>(heap + 16);
+    try {
+        (void)fstore::FeatureStore::open(path).read_all_splits();
+        ADD_FAILURE() << "no error";
+    } catch (const fstore::IoError& e) {
+        EXPECT_THAT(e.what(), HasSubstr(std::strerror(EIO)));
+        EXPECT_THAT(e.what(), Not(HasSubstr("heap holding its strings is damaged")));
+    } catch (const fstore::Error& e) {
+        ADD_FAILURE() << "not an I/O error: " << e.what();
+    }
+    fail_from = fail_to = -1;
+    EXPECT_EQ(fstore::FeatureStore::open(path).read_all_splits().size(), static_cast<std::size_t>(N));
     fs::remove(path);
 }
 

@@ -53,21 +53,25 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
+constexpr std::int64_t N = 10;  // rows of the store each test writes
+
+void write_small_store(const fs::path& path) {
+    constexpr std::int64_t D = 8, T = 5;
+    auto store = fstore::FeatureStore::open_or_create(path, {D, T});
+    std::vector<std::uint16_t> cls(N * D, fstore::float_to_half(0.5f)), tokens(N * T * D, fstore::float_to_half(1.f));
+    std::vector<std::string> splits(N, "train");
+    fstore::RowBatch batch;
+    batch.rows = N;
+    batch.image_features = cls.data();
+    batch.image_token_features = tokens.data();
+    batch.splits = &splits;
+    store.append_batch(batch);
+}
+
 TEST(ReadErrors, DiskReadFailureIsAnIoErrorNamingTheRows) {
     const fs::path path = fs::temp_directory_path() / ("fstore_read_errors_" + std::to_string(::getpid()) + ".h5");
     fs::remove(path);
-    constexpr std::int64_t D = 8, T = 5, N = 10;
-    {
-        auto store = fstore::FeatureStore::open_or_create(path, {D, T});
-        std::vector<std::uint16_t> cls(N * D, fstore::float_to_half(0.5f)), tokens(N * T * D, fstore::float_to_half(1.f));
-        std::vector<std::string> splits(N, "train");
-        fstore::RowBatch batch;
-        batch.rows = N;
-        batch.image_features = cls.data();
-        batch.image_token_features = tokens.data();
-        batch.splits = &splits;
-        store.append_batch(batch);
-    }
+    write_small_store(path);
     haddr_t address = 0;
     hsize_t size = 0;
     {
@@ -103,18 +107,7 @@ TEST(ReadErrors, DiskReadFailureIsAnIoErrorNamingTheRows) {
 TEST(ReadErrors, DiskReadFailureInAStringHeapIsAnIoError) {
     const fs::path path = fs::temp_directory_path() / ("fstore_read_errors_heap_" + std::to_string(::getpid()) + ".h5");
     fs::remove(path);
-    constexpr std::int64_t D = 8, T = 5, N = 10;
-    {
-        auto store = fstore::FeatureStore::open_or_create(path, {D, T});
-        std::vector<std::uint16_t> cls(N * D, fstore::float_to_half(0.5f)), tokens(N * T * D, fstore::float_to_half(1.f));
-        std::vector<std::string> splits(N, "train");
-        fstore::RowBatch batch;
-        batch.rows = N;
-        batch.image_features = cls.data();
-        batch.image_token_features = tokens.data();
-        batch.splits = &splits;
-        store.append_batch(batch);
-    }
+    write_small_store(path);
     std::string bytes;
     {
         std::ifstream in(path, std::ios::binary);

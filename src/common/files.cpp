@@ -11,6 +11,22 @@ namespace fstore {
 
 namespace fs = std::filesystem;
 
+std::int64_t pread_full(int fd, void* buffer, std::size_t size, std::uint64_t offset) noexcept {
+    auto* p = static_cast<unsigned char*>(buffer);
+    std::size_t done = 0;
+    while (done < size) {
+        const std::size_t n = std::min<std::size_t>(size - done, 1u << 30);
+        const ssize_t got = ::pread(fd, p + done, n, static_cast<off_t>(offset + done));
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (got == 0) break;
+        done += static_cast<std::size_t>(got);
+    }
+    return static_cast<std::int64_t>(done);
+}
+
 fs::path directory_of(const fs::path& file) { return file.has_parent_path() ? file.parent_path() : fs::path("."); }
 
 void remove_stale_temporaries(const fs::path& target, const std::string& infix) {

@@ -2,9 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "fstore/error.hpp"
+#include "fstore/files.hpp"
 #include "fstore/h5.hpp"
 
 namespace fstore::h5 {
@@ -82,31 +81,9 @@ struct Reference {
     std::uint32_t index = 0;
 };
 
-class Descriptor {
-public:
-    explicit Descriptor(const char* path) : fd_(::open(path, O_RDONLY | O_CLOEXEC)) {}
-    Descriptor(const Descriptor&) = delete;
-    Descriptor& operator=(const Descriptor&) = delete;
-    ~Descriptor() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    int get() const { return fd_; }
-
-private:
-    int fd_;
-};
-
+// All `size` bytes at `offset`, or false (a failed read, or the file ends first).
 bool read_exactly(int fd, void* buffer, std::size_t size, std::uint64_t offset) {
-    auto* out = static_cast<unsigned char*>(buffer);
-    while (size > 0) {
-        const ssize_t n = ::pread(fd, out, size, static_cast<off_t>(offset));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        out += n;
-        size -= static_cast<std::size_t>(n);
-        offset += static_cast<std::uint64_t>(n);
-    }
-    return true;
+    return pread_full(fd, buffer, size, offset) == static_cast<std::int64_t>(size);
 }
 
 // A collection's objects (index -> size), walked the way HDF5 1.10's parser walks them
@@ -176,9 +153,9 @@ void check_references(hid_t object, const std::vector<unsigned char>& raw, std::
                            std::to_string(encoding.base + address) + ": " + why +
                            "); restore the store from a copy, or rebuild it");
     };
-    const Descriptor fd(file_name);
+    const Descriptor fd(::open(file_name, O_RDONLY | O_CLOEXEC));
     struct stat info {};
-    if (fd.get() < 0 || ::fstat(fd.get(), &info) != 0) return;  // HDF5's own read reports what is wrong
+    if (!fd.valid() || ::fstat(fd.get(), &info) != 0) return;  // HDF5's own read reports what is wrong
     std::map<std::uint64_t, std::map<std::uint32_t, std::uint64_t>> collections;
     for (const Reference& r : references) {
         auto [it, fresh] = collections.try_emplace(r.collection);

@@ -106,21 +106,11 @@ std::uint32_t birth_stamp(int fd) {
     return stamp != 0 ? stamp : 1;
 }
 
-// Full pread: loops over short reads and EINTR; returns the bytes read (less at end of file).
+// fstore::pread_full, failing as the driver fails (IoError) when a read fails.
 std::size_t pread_full(int fd, void* buffer, std::size_t size, std::uint64_t offset) {
-    auto* p = static_cast<unsigned char*>(buffer);
-    std::size_t done = 0;
-    while (done < size) {
-        const std::size_t n = std::min<std::size_t>(size - done, 1u << 30);
-        const ssize_t got = ::pread(fd, p + done, n, static_cast<off_t>(offset + done));
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            io_fail("read failed");
-        }
-        if (got == 0) break;
-        done += static_cast<std::size_t>(got);
-    }
-    return done;
+    const std::int64_t got = fstore::pread_full(fd, buffer, size, offset);
+    if (got < 0) io_fail("read failed");
+    return static_cast<std::size_t>(got);
 }
 
 // Full pwrite: loops over short writes and EINTR.
@@ -158,32 +148,6 @@ void sync_directory(const fs::path& file) {
     ::close(fd);
     if (rc != 0) io_fail("fsync of directory " + quoted(dir) + " failed", err);
 }
-
-class Descriptor {
-public:
-    Descriptor() = default;
-    explicit Descriptor(int fd) : fd_(fd) {}
-    Descriptor(const Descriptor&) = delete;
-    Descriptor& operator=(const Descriptor&) = delete;
-    Descriptor(Descriptor&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Descriptor& operator=(Descriptor&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    ~Descriptor() { reset(); }
-    int get() const { return fd_; }
-    bool valid() const { return fd_ >= 0; }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-private:
-    int fd_ = -1;
-};
 
 // Disjoint, merged half-open byte ranges [start, end): what this transaction has saved.
 class IntervalSet {

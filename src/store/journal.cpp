@@ -371,34 +371,22 @@ public:
         // could survive, and writing it could only fail again (a full disk) and leave HDF5
         // unable to close the file.
         if (failed_) return;
-        try {
+        failing_the_transaction([&] {
             save_old_bytes(addr, addr + size);
             pwrite_full(fd(), buffer, size, addr);
-        } catch (const IoFailure& e) {
-            fail_transaction(e.message);
-            throw;
-        } catch (...) {
-            fail_transaction("");
-            throw;
-        }
+        });
         eof_ = std::max<haddr_t>(eof_, addr + size);
     }
 
     void truncate() {
         if (eoa_ == eof_ || failed_) return;
-        try {
+        failing_the_transaction([&] {
             begin_transaction();  // even growing changes the size that rollback restores
             save_old_bytes(std::min(eoa_, eof_), eof_);
             while (::ftruncate(fd(), static_cast<off_t>(eoa_)) != 0) {
                 if (errno != EINTR) io_fail("cannot resize " + quoted(path_));
             }
-        } catch (const IoFailure& e) {
-            fail_transaction(e.message);
-            throw;
-        } catch (...) {
-            fail_transaction("");
-            throw;
-        }
+        });
         eof_ = eoa_;
     }
 
@@ -543,6 +531,21 @@ private:
     void fail_transaction(const std::string& message) {
         if (!failed_ && failure_.empty()) failure_ = message;
         failed_ = true;
+    }
+
+    // Runs a change to the file; if it throws, the transaction is failed (and so rolled back
+    // at close) before the exception goes on.
+    template <typename Change>
+    void failing_the_transaction(Change&& change) {
+        try {
+            change();
+        } catch (const IoFailure& e) {
+            fail_transaction(e.message);
+            throw;
+        } catch (...) {
+            fail_transaction("");
+            throw;
+        }
     }
 };
 

@@ -1,6 +1,7 @@
 // The only translation unit that includes LibTorch (compiles in ~12 s: keep it alone).
 #include "fstore/model.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -168,12 +169,21 @@ struct ClipModel::Impl {
             for (std::int64_t i = 0; i < t.dim(); ++i) s += (i ? "," : "") + std::to_string(t.size(i));
             return s + "]";
         };
-        if (cls.dim() != 2 || cls.size(0) != batch || cls.size(1) != d) {
+        // A batch size other than the input's: a trace that froze the batch it was traced at.
+        for (const auto* t : {&cls, &tokens}) {
+            if (t->dim() >= 1 && t->size(0) != batch) {
+                throw ModelError("'" + path + "': " + method + " returned " + (t == &cls ? "cls " : "tokens ") +
+                                 shape(*t) + " for a batch of " + std::to_string(batch) +
+                                 ": its batch dimension is fixed (traced at one batch size?); re-export the model "
+                                 "with torch.jit.script or a dynamic batch (scripts/export_conceptclip.py)");
+            }
+        }
+        if (cls.dim() != 2 || cls.size(1) != d) {
             throw ModelError("'" + path + "': " + method + " returned cls " + shape(cls) + " but config.json promises [" +
                              std::to_string(batch) + "," + std::to_string(d) +
                              "] (embed_dim " + std::to_string(d) + "): fix embed_dim or re-export the model");
         }
-        if (tokens.dim() != 3 || tokens.size(0) != batch || tokens.size(1) != token_count || tokens.size(2) != d) {
+        if (tokens.dim() != 3 || tokens.size(1) != token_count || tokens.size(2) != d) {
             throw ModelError("'" + path + "': " + method + " returned tokens " + shape(tokens) +
                              " but config.json promises [" + std::to_string(batch) + "," +
                              std::to_string(token_count) + "," + std::to_string(d) +
@@ -181,15 +191,27 @@ struct ClipModel::Impl {
         }
     }
 
-    // Casts on the device, then copies into the caller's buffers.
-    void deliver(const at::Tensor& cls, const at::Tensor& tokens, const EmbeddingTarget& out) {
+    // Casts on the device, then copies into the caller's buffers. What the model returned
+    // (a meta or sparse tensor, say) can fail the copy: that is the archive's fault, in one line.
+    void deliver(const char* method, const at::Tensor& cls, const at::Tensor& tokens, const EmbeddingTarget& out) {
         if (!out.cls || !out.tokens) throw UsageError("encode: EmbeddingTarget needs both cls and tokens buffers");
+        try {
+            copy_out(method, cls, tokens, out);
+        } catch (const c10::Error& e) {
+            throw ModelError("'" + path + "': the output of " + method + " cannot be copied out (" +
+                             one_line(e.what_without_backtrace()) +
+                             "): it must return dense tensors with data; re-export the model");
+        }
+    }
+
+    void copy_out(const char* method, const at::Tensor& cls, const at::Tensor& tokens, const EmbeddingTarget& out) {
         const auto type = scalar_type(out.type);
         const auto opts = at::TensorOptions().dtype(type);
         if (!on_cuda()) {
             // One pass: cast while copying straight into the caller's memory.
-            at::from_blob(out.cls, cls.sizes(), opts).copy_(cls);
-            at::from_blob(out.tokens, tokens.sizes(), opts).copy_(tokens);
+            const auto c = at::from_blob(out.cls, cls.sizes(), opts).copy_(cls);
+            const auto t = at::from_blob(out.tokens, tokens.sizes(), opts).copy_(tokens);
+            check_finite(method, c, t);
             return;
         }
         const auto c = cls.to(type).contiguous();
@@ -198,9 +220,23 @@ struct ClipModel::Impl {
         auto tok_stage = pinned(pinned_tokens, t.sizes(), type);
         cls_stage.copy_(c, /*non_blocking=*/true);
         tok_stage.copy_(t, /*non_blocking=*/true);
+        check_finite(method, c, t);  // queued after the copies; its result waits for them
         torch::cuda::synchronize(device.index());
         std::memcpy(out.cls, cls_stage.data_ptr(), c.numel() * element_size(out.type));
         std::memcpy(out.tokens, tok_stage.data_ptr(), t.numel() * element_size(out.type));
+    }
+
+    // NaN or infinity in what is about to be stored (also an fp16 output beyond +-65504):
+    // refused before a row of the batch is written. A sum in double is finite exactly when
+    // every value is, and costs one pass without a temporary.
+    void check_finite(const char* method, const at::Tensor& cls, const at::Tensor& tokens) const {
+        const double total = cls.sum(at::kDouble).item<double>() + tokens.sum(at::kDouble).item<double>();
+        if (!std::isfinite(total)) {
+            throw ModelError("'" + path + "': " + method + " returned NaN or infinite values" +
+                             (cls.scalar_type() == at::kHalf ? " (or values beyond float16's range)" : "") +
+                             ": nothing of this batch is stored; check the archive's weights (re-export the "
+                             "model) or the inputs");
+        }
     }
 
     void encode_images(const float* pixels, std::int64_t batch, const EmbeddingTarget& out) {
@@ -210,7 +246,7 @@ struct ClipModel::Impl {
         const auto x = upload(pixels, {batch, 3, s, s}, at::kFloat, true);
         const auto [cls, tokens] = call("encode_image", x);
         check_shapes("encode_image", cls, tokens, batch, config.image_tokens);
-        deliver(cls, tokens, out);
+        deliver("encode_image", cls, tokens, out);
     }
 
     void encode_texts(const std::int64_t* ids, std::int64_t batch, std::int64_t length, const EmbeddingTarget& out) {
@@ -223,28 +259,41 @@ struct ClipModel::Impl {
         const auto x = upload(ids, {batch, length}, at::kLong, false);
         const auto [cls, tokens] = call("encode_text", x);
         check_shapes("encode_text", cls, tokens, batch, length);
-        deliver(cls, tokens, out);
+        deliver("encode_text", cls, tokens, out);
     }
 
+    // Two rows, so that a batch dimension frozen at export shows here, before any store is
+    // touched; the second image is not blank, so that outputs that go bad on real pixels do.
     void probe() {
+        constexpr std::int64_t rows = 2;
         const std::int64_t s = config.image_size, d = config.embed_dim;
-        std::vector<float> pixels(static_cast<std::size_t>(3 * s * s), 0.0f);
-        std::vector<float> cls(d), tokens(static_cast<std::size_t>(config.image_tokens * d));
-        encode_images(pixels.data(), 1, {OutputType::float32, cls.data(), tokens.data()});
+        const auto per_image = static_cast<std::size_t>(3 * s * s);
+        std::vector<float> pixels(rows * per_image, 0.0f);
+        for (std::size_t i = 0; i < per_image; ++i) pixels[per_image + i] = static_cast<float>(i % 17) / 8.0f - 1.0f;
+        std::vector<float> cls(rows * d), tokens(static_cast<std::size_t>(rows * config.image_tokens * d));
+        encode_images(pixels.data(), rows, {OutputType::float32, cls.data(), tokens.data()});
         check_normalized("encode_image", cls);
         const auto ids = detail::probe_token_ids(config);
-        tokens.resize(static_cast<std::size_t>(ids.size() * d));
-        encode_texts(ids.data(), 1, static_cast<std::int64_t>(ids.size()), {OutputType::float32, cls.data(), tokens.data()});
+        std::vector<std::int64_t> id_rows;
+        for (std::int64_t r = 0; r < rows; ++r) id_rows.insert(id_rows.end(), ids.begin(), ids.end());
+        const auto length = static_cast<std::int64_t>(ids.size());
+        tokens.resize(static_cast<std::size_t>(rows * length * d));
+        encode_texts(id_rows.data(), rows, length, {OutputType::float32, cls.data(), tokens.data()});
         check_normalized("encode_text", cls);
     }
 
+    // Every row of `cls` (rows of embed_dim values) has norm 1.
     void check_normalized(const char* method, const std::vector<float>& cls) const {
-        double sum = 0;
-        for (float v : cls) sum += static_cast<double>(v) * v;
+        const auto d = static_cast<std::size_t>(config.embed_dim);
         const double tolerance = precision == Precision::fp32 ? 1e-3 : 3e-2;
-        if (!(std::abs(std::sqrt(sum) - 1.0) < tolerance)) {
-            throw ModelError("'" + path + "': " + method + " returned a CLS vector of norm " + std::to_string(std::sqrt(sum)) +
-                             ", the archive contract wants it L2-normalized: re-export with normalize=True");
+        for (std::size_t row = 0; row + d <= cls.size(); row += d) {
+            double sum = 0;
+            for (std::size_t i = row; i < row + d; ++i) sum += static_cast<double>(cls[i]) * cls[i];
+            if (!(std::abs(std::sqrt(sum) - 1.0) < tolerance)) {
+                throw ModelError("'" + path + "': " + method + " returned a CLS vector of norm " +
+                                 std::to_string(std::sqrt(sum)) +
+                                 ", the archive contract wants it L2-normalized: re-export with normalize=True");
+            }
         }
     }
 };

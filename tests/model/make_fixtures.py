@@ -6,7 +6,9 @@ Usage: make_fixtures.py SOURCE_DIR OUT_DIR
 """
 import hashlib
 import os
+import struct
 import sys
+import zipfile
 
 import torch
 
@@ -109,6 +111,61 @@ class Unnormalized(NoScalars):
 
 name_ = "unnormalized.pt"
 tiny_with(module=Unnormalized(mtm.build("tiny")[0]))
+
+class FrozenBatch(NoScalars):
+    """What a trace at batch size 1 gives: one row whatever the batch."""
+
+    @torch.jit.export
+    def encode_image(self, pixel_values: torch.Tensor):
+        pooled, tokens = self.vision(pixel_values)
+        return torch.nn.functional.normalize(pooled, dim=-1)[:1], self.image_proj(tokens)[:1]
+
+
+name_ = "frozen_batch.pt"
+tiny_with(module=FrozenBatch(mtm.build("tiny")[0]))
+
+
+class MetaOutput(NoScalars):
+    """Returns tensors of the right shape that hold no data."""
+
+    @torch.jit.export
+    def encode_image(self, pixel_values: torch.Tensor):
+        b = pixel_values.size(0)
+        return torch.empty([b, 32], device="meta"), torch.empty([b, 16, 32], device="meta")
+
+
+name_ = "meta_output.pt"
+tiny_with(module=MetaOutput(mtm.build("tiny")[0]))
+
+
+class NanOnBrightImages(NoScalars):
+    """Passes the load-time probe, then returns NaN for an image brighter than it."""
+
+    @torch.jit.export
+    def encode_image(self, pixel_values: torch.Tensor):
+        pooled, tokens = self.vision(pixel_values)
+        tokens = self.image_proj(tokens)
+        if bool(pixel_values.mean() > 0.9):
+            tokens = tokens * float("nan")
+        return torch.nn.functional.normalize(pooled, dim=-1), tokens
+
+
+name_ = "nan_bright.pt"
+tiny_with(module=NanOnBrightImages(mtm.build("tiny")[0]))
+
+# fstore/config.json edited in place after saving: its bytes no longer match the CRC that
+# the zip directory records for them.
+name_ = "stale_crc.pt"
+tiny_with()
+with zipfile.ZipFile(out(name_)) as z:
+    info = next(i for i in z.infolist() if i.filename.endswith("/extra/fstore/config.json"))
+    config_bytes = z.read(info.filename)
+with open(out(name_), "r+b") as f:
+    f.seek(info.header_offset + 26)
+    name_len, extra_len = struct.unpack("<HH", f.read(4))
+    at = info.header_offset + 30 + name_len + extra_len + config_bytes.index(b"0.5")
+    f.seek(at)
+    f.write(b"0.9")
 
 # Reference outputs of the shipped tiny model, from Python.
 tiny_path = os.path.join(source_dir, "models", "tiny.pt")

@@ -111,9 +111,28 @@ TEST(ModelLoad, Errors) {
     expect_load_error<ModelError>(fixture("bad_format.pt"), "fstore-clip/9");
     expect_load_error<ModelError>(fixture("bad_tokenizer_file.pt"), "fstore/missing.txt");
     expect_load_error<ModelError>(fixture("wrong_dim.pt"), "embed_dim 16");
-    expect_load_error<ModelError>(fixture("wrong_tokens.pt"), "[1,20,32]");
+    expect_load_error<ModelError>(fixture("wrong_tokens.pt"), "[2,20,32]");
+    expect_load_error<ModelError>(fixture("frozen_batch.pt"), "batch dimension is fixed");
+    expect_load_error<ModelError>(fixture("meta_output.pt"), "cannot be copied out");
+    expect_load_error<ModelError>(fixture("stale_crc.pt"), "is corrupt");
     expect_load_error<ModelError>(fixture("no_encode_text.pt"), "no method encode_text");
     expect_load_error<ModelError>(fixture("unnormalized.pt"), "L2-normalized");
+}
+
+TEST(ModelEncode, NonFiniteOutputIsRefusedBeforeTheCallerSeesIt) {
+    auto model = ClipModel::load(fixture("nan_bright.pt"), cpu());  // the probe passes
+    const auto& c = model.config();
+    const auto per_image = static_cast<std::size_t>(3 * c.image_size * c.image_size);
+    std::vector<float> dark(2 * per_image, 0.0f), bright(2 * per_image, 1.0f);
+    std::vector<float> cls(2 * c.embed_dim), tokens(static_cast<std::size_t>(2 * c.image_tokens * c.embed_dim));
+    EXPECT_NO_THROW(model.encode_images(dark.data(), 2, {OutputType::float32, cls.data(), tokens.data()}));
+    try {
+        model.encode_images(bright.data(), 2, {OutputType::float32, cls.data(), tokens.data()});
+        ADD_FAILURE() << "NaN output accepted";
+    } catch (const ModelError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("NaN or infinite"));
+        EXPECT_THAT(e.what(), HasSubstr("nothing of this batch is stored"));
+    }
 }
 
 TEST(ModelLoad, DeviceAndPrecisionRules) {
@@ -168,6 +187,9 @@ TEST(ModelConfigParse, RejectsBadValues) {
     bad("\"padding\": \"max_length\"", "\"padding\": \"none\"", "padding");
     bad("\"pad_id\": 1", "\"pad_id\": 1, \"cls_token\": \"[CLS]\"", "unknown key \"cls_token\"");
     bad("\"format\"", "\"formt\"", "has no \"format\"");
+    bad("\"context_length\": 16", "\"context_length\": 1", "at least 2");
+    bad("\"embed_dim\": 8, \"image_tokens\": 4", "\"embed_dim\": 65536, \"image_tokens\": 1048576",
+        "values per image");
     EXPECT_THROW(parse_model_config("[1, 2]", "t"), ModelError);
     EXPECT_THROW(parse_model_config("{\"format\": ", "t"), ModelError);
 }

@@ -50,6 +50,13 @@ std::string read_member(zip_t* archive, zip_int64_t index, const std::string& pa
         }
         got += n;
     }
+    // libzip checks a member's CRC only on the read that finds its end: without this one a
+    // damaged config or vocabulary would pass.
+    char past_end = 0;
+    if (zip_fread(file.get(), &past_end, 1) != 0) {
+        throw ModelError(fstore::quoted(path) + ": '" + name + "' in the archive is corrupt (" +
+                         zip_file_strerror(file.get()) + "): re-export the model");
+    }
     return data;
 }
 
@@ -151,6 +158,14 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.image_mean = three_floats(doc, "image_mean", origin, false);
     c.image_std = three_floats(doc, "image_std", origin, true);
     c.context_length = positive_int(doc, "context_length", origin, 1 << 16);
+    if (c.context_length < 2) bad_value(origin, "context_length", "must be at least 2 (got 1)");
+    // One image's token features are allocated whole (the load probe's included).
+    constexpr std::int64_t max_image_values = std::int64_t{1} << 26;
+    if (c.image_tokens * c.embed_dim > max_image_values) {
+        bad_value(origin, "image_tokens", "times embed_dim is " + std::to_string(c.image_tokens * c.embed_dim) +
+                                              " values per image, more than the " +
+                                              std::to_string(max_image_values) + " fstore supports");
+    }
 
     const auto& tok = doc["tokenizer"];
     if (!tok.is_object()) bad_value(origin, "tokenizer", "must be an object");

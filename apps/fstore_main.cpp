@@ -26,6 +26,7 @@
 #include "fstore/progress.hpp"
 #include "fstore/query.hpp"
 #include "fstore/signals.hpp"
+#include "fstore/tokenizer.hpp"
 
 namespace {
 
@@ -58,6 +59,7 @@ nlohmann::json optional_json(const std::optional<double>& v) {
 int model_info(const ModelArgs& args, bool as_json) {
     const auto model = args.load();
     const auto& c = model.config();
+    fstore::make_model_tokenizer(c);  // a broken tokenizer file fails here, as in build
     const auto& s = model.logit_scalars();
     nlohmann::ordered_json info = {
         {"path", model.path()},

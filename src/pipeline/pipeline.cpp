@@ -255,6 +255,7 @@ private:
     Progress* progress_;
 
     std::optional<ClipModel> model_;
+    std::unique_ptr<Tokenizer> tokenizer_;  // the text stage's, built with the model
     std::optional<FeatureStore> store_;
     std::optional<PromptSet> prompts_;
     BuildSummary summary_;
@@ -317,6 +318,9 @@ void BuildRun::open_model() {
     mo.threads = o_.threads;
     spdlog::info("loading model {}", o_.model_path.string());
     model_.emplace(ClipModel::load(o_.model_path.string(), mo));
+    // The archive's tokenizer too, before the store is touched: a broken one found by the
+    // text stage would come after --no-resume has discarded the store's rows.
+    if (o_.run_text) tokenizer_ = make_model_tokenizer(model_->config());
     summary_.model_name = model_->config().name;
     summary_.device = model_->device();
     spdlog::info("model {}: D={}, T_img={}, image size {}, device {}", model_->config().name,
@@ -491,10 +495,6 @@ bool stored_template_matches(const FeatureStore& store, const TemplateTexts& t) 
 
 void BuildRun::text_stage() {
     FeatureStore& store = *store_;
-    const auto& cfg = model_->config();
-    const auto tokenizer = make_tokenizer(
-        tokenizer_config_from_json(nlohmann::json::parse(cfg.tokenizer_json), cfg.context_length),
-        cfg.tokenizer_bytes);
     const auto templates = expand_templates(*prompts_);
     spdlog::info("text stage: {} templates", templates.size());
     if (progress_ != nullptr) progress_->begin("text", static_cast<std::int64_t>(templates.size()), 0, "tpl");
@@ -509,7 +509,7 @@ void BuildRun::text_stage() {
         }
         step_pause(o_.step_delay);
         spdlog::debug("text: encoding template {}", t.id);
-        const TokenBatch ids = tokenizer->encode_batch(t.texts);
+        const TokenBatch ids = tokenizer_->encode_batch(t.texts);
         Embeddings e = model_->encode_texts(ids.input_ids.data(), ids.batch, ids.length, OutputType::float32);
         TemplateRecord record;
         record.texts = t.texts;
@@ -648,11 +648,7 @@ void BuildRun::image_stage(std::unique_ptr<ImageSource> source) {
     const auto& cfg = model_->config();
     const std::int64_t dim = cfg.embed_dim;
     const std::int64_t tokens = cfg.image_tokens;
-    PreprocessConfig pc;
-    pc.image_size = static_cast<int>(cfg.image_size);
-    pc.mean = cfg.image_mean;
-    pc.std = cfg.image_std;
-    pc.resample = cfg.resample;
+    const PreprocessConfig pc = model_preprocess_config(cfg);
     const std::size_t image_floats = 3 * static_cast<std::size_t>(pc.image_size) * pc.image_size;
 
     for (const auto& seg : segments) {

@@ -17,7 +17,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pipeline_testlib as t  # noqa: E402
 
-USAGE, NOT_FOUND, BAD_FORMAT, DATA = 2, 3, 4, 7
+USAGE, NOT_FOUND, BAD_FORMAT, MODEL, DATA = 2, 3, 4, 6, 7
 
 
 def one_line_error(p, *needles):
@@ -186,7 +186,35 @@ def main():
         assert store["templates"] == {}, "the refused run encoded templates: %s" % sorted(store["templates"])
         t.run(t.build_cmd(lost, data, "--run-image", "--no-resume"))
         assert t.read(lost)["split"] == ["train"] * 3 + ["val"] + ["test"]
+
+        # A model whose tokenizer cannot be built (its cls_token is not in the vocabulary):
+        # refused at load, before --no-resume may clear a row of the store.
+        bad_tok = os.path.join(tmp, "bad-tokenizer.pt")
+        with_config(t.TINY, bad_tok, lambda c: c["tokenizer"].update({"cls_token": "[NOPE]"}))
+        kept = os.path.join(tmp, "kept.h5")
+        t.run(t.build_cmd(kept, data))
+        before = t.read(kept)
+        p = t.run(t.build_cmd(kept, data, "--no-resume", model=bad_tok), check_rc=MODEL)
+        one_line_error(p, "[NOPE]")
+        after = t.read(kept)
+        t.compare_rows(after, before, "rows after a refused --no-resume", exact=True)
+        t.compare_templates(after, before, "templates after a refused --no-resume", exact=True)
+        p = t.run([t.FSTORE, "model-info", "--model", bad_tok], check_rc=MODEL)
+        one_line_error(p, "[NOPE]")
     print("ok")
+
+
+def with_config(source, target, edit):
+    """A copy of the model archive `source` whose fstore/config.json went through `edit`."""
+    with zipfile.ZipFile(source) as z:
+        members = [(info, z.read(info.filename)) for info in z.infolist()]
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as z:
+        for info, data in members:
+            if info.filename.endswith("/extra/fstore/config.json"):
+                config = json.loads(data)
+                edit(config)
+                data = json.dumps(config).encode()
+            z.writestr(info.filename, data)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,10 @@ std::vector<TemplateTexts> expand_concept_templates(const PromptSet& prompts);
 std::vector<TemplateTexts> expand_label_templates(const PromptSet& prompts);
 // Concept templates first, then label templates.
 std::vector<TemplateTexts> expand_templates(const PromptSet& prompts);
+// The same, for a prompt set read back from a store, as the reference expanded it: a
+// template without "{}" (which fstore's own prompt files may not hold, but the
+// reference stores) expands to itself instead of throwing.
+std::vector<TemplateTexts> expand_stored_templates(const PromptSet& prompts);
 
 // (The template group's texts_hash is fstore::texts_hash in feature_store.hpp.)
 

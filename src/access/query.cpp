@@ -34,25 +34,34 @@ bool starts_with(const std::string& text, const std::string& prefix) {
 }
 
 // The texts each template of the store's prompt set holds, by id, expanded from the four
-// prompt attributes; nullopt when the store lacks them or they do not parse (a text stage
-// that never finished, another tool's store). A stored template whose texts differ, or
-// whose id is not among these, was left by an earlier prompt set: the reference rewrites
-// only the ids of the new set and keeps the rest.
-std::optional<std::map<std::string, std::vector<std::string>>> prompt_set_texts(const FeatureStore& store) {
+// prompt attributes as the reference expanded them. A stored template whose texts differ,
+// or whose id is not among these, was left by an earlier prompt set: the reference
+// rewrites only the ids of the new set and keeps the rest.
+struct StoredPromptTexts {
+    // Empty when the store lacks an attribute (a text stage that never ran, another
+    // tool's store) or when they do not parse; then `problem` says which.
+    std::optional<std::map<std::string, std::vector<std::string>>> texts;
+    std::string problem;  // set when the attributes are there but unreadable
+};
+
+StoredPromptTexts prompt_set_texts(const FeatureStore& store) {
     const char* names[] = {"label_texts", "prompt_temp_for_labels", "concept_texts", "prompt_temp_for_concepts"};
     std::string values[4];
     for (std::size_t i = 0; i < 4; ++i) {
         const auto value = store.attribute(names[i]);
-        if (!value || !std::holds_alternative<std::string>(*value)) return std::nullopt;
+        if (!value) return {};
+        if (!std::holds_alternative<std::string>(*value)) {
+            return {std::nullopt, std::string("root attribute ") + names[i] + " is not a string"};
+        }
         values[i] = std::get<std::string>(*value);
     }
     try {
         const auto prompts = prompt_set_from_attributes(values[0], values[1], values[2], values[3], store.path().string());
         std::map<std::string, std::vector<std::string>> texts;
-        for (auto& t : expand_templates(prompts)) texts[t.id] = std::move(t.texts);
-        return texts;
-    } catch (const Error&) {
-        return std::nullopt;  // e.g. a template without "{}"
+        for (auto& t : expand_stored_templates(prompts)) texts[t.id] = std::move(t.texts);
+        return {std::move(texts), {}};
+    } catch (const Error& e) {
+        return {std::nullopt, e.what()};
     }
 }
 
@@ -615,7 +624,8 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         }
     }
 
-    const auto expected_texts = concept_rows.empty() ? std::nullopt : prompt_set_texts(store);
+    const auto stored_prompts = concept_rows.empty() ? StoredPromptTexts{} : prompt_set_texts(store);
+    const auto& expected_texts = stored_prompts.texts;
     for (const auto& id : selected) {
         const auto info = store.template_info(id);
         if (request.token_features && !info.has_token_features) {
@@ -633,6 +643,12 @@ FetchResult fetch(const FeatureStore& store, const FetchRequest& request, bool w
         }
         const std::int64_t rows = fetched.shape.at(0);
         const bool pick_rows = !concept_rows.empty() && starts_with(id, "concept");
+        if (pick_rows && !stored_prompts.problem.empty()) {
+            // Without the prompt set there is no telling whether row i is concept i.
+            throw FormatError("cannot check that template '" + id + "' was made from concept_texts (" +
+                              stored_prompts.problem + "), so --concept-list cannot pick its rows: " +
+                              kRebuildTemplates + ", or fetch it without --concept-list");
+        }
         if (pick_rows && expected_texts) {
             // Rows are picked by the concept's index in concept_texts: only right in a
             // template made from that list.
@@ -892,7 +908,9 @@ void verify_contents(const FeatureStore& store, std::int64_t rows, VerifyReport&
     }
     report.checks.push_back("split_counts attribute equals the counts in /split");
 
-    const auto expected_texts = prompt_set_texts(store);
+    const auto stored_prompts = prompt_set_texts(store);
+    const auto& expected_texts = stored_prompts.texts;
+    if (!stored_prompts.problem.empty()) report.findings.push_back(stored_prompts.problem);
     std::vector<std::string> template_ids;
     try {
         template_ids = store.template_ids();

@@ -35,14 +35,22 @@ std::string template_id(const char* prefix, std::size_t index_from_1) {
     return fmt::format("{}_prompts_t{:02d}", prefix, index_from_1);
 }
 
+// The reference's fill: the first "{}" replaced; a template without one is its own text.
+std::string fill_template_as_stored(const std::string& template_text, const std::string& text) {
+    const auto pos = template_text.find("{}");
+    return pos == std::string::npos ? template_text : std::string(template_text).replace(pos, 2, text);
+}
+
+using FillTemplate = std::string (*)(const std::string&, const std::string&);
+
 std::vector<TemplateTexts> expand(const char* prefix, const std::vector<std::string>& templates,
-                                  const std::vector<std::string>& texts) {
+                                  const std::vector<std::string>& texts, FillTemplate fill) {
     std::vector<TemplateTexts> out;
     out.reserve(templates.size());
     for (std::size_t j = 0; j < templates.size(); ++j) {
         TemplateTexts t{template_id(prefix, j + 1), templates[j], {}};
         t.texts.reserve(texts.size());
-        for (const auto& text : texts) t.texts.push_back(fill_template(templates[j], text));
+        for (const auto& text : texts) t.texts.push_back(fill(templates[j], text));
         out.push_back(std::move(t));
     }
     return out;
@@ -209,16 +217,23 @@ std::string fill_template(const std::string& template_text, const std::string& t
 }
 
 std::vector<TemplateTexts> expand_concept_templates(const PromptSet& prompts) {
-    return expand("concept", prompts.concept_templates, prompts.concept_texts);
+    return expand("concept", prompts.concept_templates, prompts.concept_texts, fill_template);
 }
 
 std::vector<TemplateTexts> expand_label_templates(const PromptSet& prompts) {
-    return expand("label", prompts.label_templates, prompts.label_texts);
+    return expand("label", prompts.label_templates, prompts.label_texts, fill_template);
 }
 
 std::vector<TemplateTexts> expand_templates(const PromptSet& prompts) {
     auto out = expand_concept_templates(prompts);
     auto labels = expand_label_templates(prompts);
+    out.insert(out.end(), std::make_move_iterator(labels.begin()), std::make_move_iterator(labels.end()));
+    return out;
+}
+
+std::vector<TemplateTexts> expand_stored_templates(const PromptSet& prompts) {
+    auto out = expand("concept", prompts.concept_templates, prompts.concept_texts, fill_template_as_stored);
+    auto labels = expand("label", prompts.label_templates, prompts.label_texts, fill_template_as_stored);
     out.insert(out.end(), std::make_move_iterator(labels.begin()), std::make_move_iterator(labels.end()));
     return out;
 }

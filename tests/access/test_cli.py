@@ -503,6 +503,40 @@ class WritingCommands(unittest.TestCase):
                 # Whole templates are still there to fetch.
                 self.assertEqual(run(path, "fetch", "--template", stale, "--json").returncode, 0)
 
+    def test_prompt_attributes_are_expanded_as_the_reference_did(self):
+        # A template without "{}" (the reference stores it as its own text, fstore's prompt
+        # files refuse it) must not switch off the stale-template checks of fetch and verify.
+        path = os.path.join(self.tmp, "no_placeholder.h5")
+        write_h5py_store(path)
+        ref.break_store(path, "stale_concepts")
+        with h5py.File(path, "a") as f:
+            f.attrs["prompt_temp_for_labels"] = json.dumps(["a photo"])
+            k = f["templates/label_prompts_t01"].attrs["K"]
+            del f["templates/label_prompts_t01/texts"]
+            texts = ["a photo"] * int(k)
+            f["templates/label_prompts_t01"].create_dataset("texts", data=texts, dtype=h5py.string_dtype("utf-8"))
+            f["templates/label_prompts_t01"].attrs["texts_hash"] = ref.texts_hash(texts)
+        concept = json.loads(ref.read_store(path)["attrs"]["concept_texts"])[0]
+        p = run(path, "fetch", "--concept-list", concept, "--json")
+        self.assertEqual(p.returncode, EXIT_DATA, p.stdout + p.stderr)
+        self.assertIn("template 'concept_prompts_t01' was not made from the store's concept_texts", p.stderr)
+        j = json.loads(run(path, "verify", "--json").stdout)
+        self.assertIn("templates hold the texts of the prompt attributes", j["checks"])
+        self.assertIn("template 'concept_prompts_t01' holds other texts than the store's prompt attributes give",
+                      " ".join(j["findings"]))
+        self.assertNotIn("label_prompts_t01", " ".join(j["findings"]))
+
+        # Prompt attributes that do not parse: verify says so, fetch --concept-list refuses.
+        with h5py.File(path, "a") as f:
+            f.attrs["prompt_temp_for_concepts"] = "[not json"
+        p = run(path, "fetch", "--concept-list", concept, "--json")
+        self.assertEqual(p.returncode, EXIT_FORMAT, p.stdout + p.stderr)
+        self.assertIn("cannot check that template 'concept_prompts_t01' was made from concept_texts", p.stderr)
+        self.assertIn("prompt_temp_for_concepts is not a JSON list of strings", p.stderr)
+        p = run(path, "verify", "--json")
+        self.assertEqual(p.returncode, EXIT_FINDINGS, p.stdout + p.stderr)
+        self.assertIn("prompt_temp_for_concepts is not a JSON list of strings", " ".join(json.loads(p.stdout)["findings"]))
+
     def test_entries_of_templates_that_are_not_templates(self):
         path = os.path.join(self.tmp, "odd_templates.h5")
         write_h5py_store(path)

@@ -141,6 +141,21 @@ struct ZipError {
     throw InternalError("cannot build the archive for " + quoted(path) + " in memory: " + zip_error_strerror(error));
 }
 
+// Bytes outside printable ASCII as \xNN, so that a message stays one readable line.
+std::string escape_bytes(const std::string& text) {
+    std::string out;
+    for (const char c : text) {
+        const auto byte = static_cast<unsigned char>(c);
+        if (byte >= 0x20 && byte < 0x7f) {
+            out += c;
+        } else {
+            static const char digits[] = "0123456789ABCDEF";
+            out += {'\\', 'x', digits[byte >> 4], digits[byte & 15]};
+        }
+    }
+    return out;
+}
+
 // Builds the .npz in memory; returns the buffer source that holds the archive's bytes.
 ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::string, Array>>& members) {
     ZipError error;
@@ -163,6 +178,13 @@ ZipSource build_archive(const fs::path& path, const std::vector<std::pair<std::s
         const zip_int64_t index = zip_file_add(archive.get(), (key + ".npy").c_str(), source, ZIP_FL_ENC_UTF_8);
         if (index < 0) {
             zip_source_free(source);
+            if (zip_error_code_zip(zip_get_error(archive.get())) == ZIP_ER_INVAL) {
+                // The name came from the store (a template group's name): libzip takes
+                // only UTF-8 names when told they are UTF-8, as .npz readers expect them.
+                throw FormatError("cannot write " + quoted(path) + ": member name '" + escape_bytes(key) +
+                                  ".npy' is not valid UTF-8: rename that template group in the store "
+                                  "(h5py: f.move), or fetch the others with --template");
+            }
             throw_zip_error(path, zip_get_error(archive.get()));
         }
         if (zip_set_file_compression(archive.get(), static_cast<zip_uint64_t>(index), ZIP_CM_STORE, 0) != 0) {

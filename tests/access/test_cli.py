@@ -537,6 +537,19 @@ class WritingCommands(unittest.TestCase):
         self.assertEqual(p.returncode, EXIT_FINDINGS, p.stdout + p.stderr)
         self.assertIn("prompt_temp_for_concepts is not a JSON list of strings", " ".join(json.loads(p.stdout)["findings"]))
 
+    def test_template_name_that_is_not_utf8_cannot_be_an_npz_member(self):
+        path = os.path.join(self.tmp, "bytes_name.h5")
+        write_h5py_store(path)
+        with h5py.File(path, "a") as f:
+            f["templates"].copy("concept_prompts_t01", b"concept_prompts_\xff")
+        out = os.path.join(self.tmp, "all.npz")
+        p = run(path, "fetch", "--out", out)
+        self.assertEqual(p.returncode, EXIT_FORMAT, p.stdout + p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertIn("member name 'concept_prompts_\\xFF.npy' is not valid UTF-8", p.stderr)
+        self.assertFalse(os.path.exists(out))
+        self.assertEqual(run(path, "fetch", "--template", "concept_prompts_t01", "--out", out).returncode, 0)
+
     def test_entries_of_templates_that_are_not_templates(self):
         path = os.path.join(self.tmp, "odd_templates.h5")
         write_h5py_store(path)

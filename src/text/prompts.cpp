@@ -56,6 +56,16 @@ std::vector<TemplateTexts> expand(const char* prefix, const std::vector<std::str
     return out;
 }
 
+// An item as the prompt file spells it (a newline as \n), cut short when long, so that a
+// message about it stays one line.
+std::string shown_as_json(const std::string& item) {
+    constexpr std::size_t kMaxBytes = 80;
+    const bool cut = item.size() > kMaxBytes;
+    return nlohmann::json(cut ? item.substr(0, kMaxBytes) : item)
+               .dump(-1, ' ', false, nlohmann::json::error_handler_t::ignore) +
+           (cut ? fmt::format("... ({} bytes)", item.size()) : "");
+}
+
 }  // namespace
 
 PromptSet bloodmnist_prompts() {
@@ -113,9 +123,9 @@ void validate_prompt_set(const PromptSet& prompts, const std::string& source) {
                                          item.find('}', first + 2) == std::string::npos;
             if (!one_placeholder) {
                 throw FormatError(fmt::format(
-                    "prompts '{}': template \"{}[{}]\" = \"{}\" must contain exactly one {{}} and no "
+                    "prompts '{}': template \"{}[{}]\" = {} must contain exactly one {{}} and no "
                     "other braces: write it like \"a photo of {{}}\"",
-                    source, kKeys[k], i, item));
+                    source, kKeys[k], i, shown_as_json(item)));
             }
         }
     }

@@ -53,6 +53,14 @@ TEST(Prompts, ExpansionIdsAndTexts) {
                            "my_concept_prompts_t01", "concept_prompts_t01x", "label_prompts_t0a"})
         EXPECT_FALSE(is_prompt_template_id(id)) << id;
     EXPECT_EQ(fill_template("x {} y", "{}"), "x {} y");  // the text is inserted, not re-expanded
+    // Read back from a store, a template without "{}" is its own text, as the reference wrote it.
+    const PromptSet stored{{"x", "y"}, {"a photo"}, {"c"}, {"{} z"}};
+    EXPECT_THROW(expand_templates(stored), UsageError);
+    const auto back = expand_stored_templates(stored);
+    ASSERT_EQ(back.size(), 2u);
+    EXPECT_EQ(back[0].texts, (std::vector<std::string>{"c z"}));
+    EXPECT_EQ(back[1].id, "label_prompts_t01");
+    EXPECT_EQ(back[1].texts, (std::vector<std::string>{"a photo", "a photo"}));
 }
 
 TEST(Prompts, MatchesPythonReference) {
@@ -150,6 +158,11 @@ TEST(Prompts, JsonFileRoundTripAndErrors) {
                         "label_templates[0]");
     expect_format_error(file, R"({"label_texts": ["a"], "label_templates": ["a {} of }"], )" + good_tail,
                         "label_templates[0]");
+    // A template quoted as the file spells it: a newline stays \n, a long one is cut.
+    expect_format_error(file, R"({"label_texts": ["a"], "label_templates": ["two\nlines"], )" + good_tail,
+                        "= \"two\\nlines\" must contain");
+    expect_format_error(file, R"({"label_texts": ["a"], "label_templates": [")" + std::string(300, 'x') + R"("], )" +
+                        good_tail, "xxx\"... (300 bytes) must contain");
     expect_format_error(file, R"({"label_texts": [], "label_templates": ["{}"], )" + good_tail, "\"label_texts\"");
     expect_format_error(file, R"(["label_texts"])", "object");
     expect_format_error(file, R"({"label_texts": ["a\u0000b"], "label_templates": ["{}"], )" + good_tail,

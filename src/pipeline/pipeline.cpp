@@ -272,6 +272,9 @@ BuildSummary BuildRun::run() {
     validate_options(o_);
     if (o_.run_text) {
         prompts_ = o_.prompts_file.empty() ? bloodmnist_prompts() : load_prompt_set(o_.prompts_file);
+    } else if (!o_.prompts_file.empty()) {
+        spdlog::warn("--prompts {} is ignored: only the text stage reads it; add --run-text to encode its templates",
+                     quoted(o_.prompts_file));
     }
     // Inputs before work: a missing model archive before a --download starts, the image
     // data (a missing or malformed .npz, CSV or folder) before the model loads, the store is

@@ -56,6 +56,9 @@ def main():
         one_line_error(p, "concept_templates")
         p = t.run(t.build_cmd(h5, data, "--prompts", os.path.join(tmp, "missing.json")), check_rc=NOT_FOUND)
         one_line_error(p, "missing.json")
+        # Without the text stage, --prompts is not read: said, not silently dropped.
+        p = t.run(t.build_cmd(os.path.join(tmp, "images-only.h5"), data, "--run-image", "--prompts", bad))
+        assert "--prompts '%s' is ignored" % bad in p.stderr and "--run-text" in p.stderr, p.stderr
 
         # An extra key is read past with a warning: on stderr, as a log line of the tool, never
         # inside the --json on stdout; --log-level off silences it.

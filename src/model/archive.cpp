@@ -209,7 +209,12 @@ ModelConfig read_archive_config(const std::string& path) {
     {
         std::ifstream probe(path, std::ios::binary);
         if (!probe) {
-            if (::access(path.c_str(), F_OK) == 0 || errno == EACCES)
+            const int access_error = ::access(path.c_str(), F_OK) == 0 ? 0 : errno;
+            if (access_error == ELOOP) {
+                throw NotFoundError("model archive " + origin + " is a loop of symbolic links: point the link at "
+                                    "the .pt file");
+            }
+            if (access_error == 0 || access_error == EACCES)
                 throw NotFoundError("model archive " + origin + " is not readable (permission denied): "
                                     "check its permissions and those of its directories");
             throw NotFoundError("model archive " + origin + " not found: " + export_hint);

@@ -304,6 +304,10 @@ BuildSummary BuildRun::run() {
 void BuildRun::check_model_path() const {
     std::error_code ec;
     if (!fs::exists(o_.model_path, ec)) {
+        if (ec == std::errc::too_many_symbolic_link_levels) {
+            throw NotFoundError("model archive " + quoted(o_.model_path) +
+                                " is a loop of symbolic links: point the link at the .pt file");
+        }
         if (ec == std::errc::permission_denied)
             throw NotFoundError("model archive " + quoted(o_.model_path) +
                                 " is not readable (permission denied): check the permissions of its directories");

@@ -1,6 +1,7 @@
 // ClipModel: archive validation, device/precision rules, encode shapes, half output, and
 // parity with Python's torch.jit on the same archive (fixtures from make_fixtures.py).
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -103,6 +104,11 @@ TEST(ModelLoad, AbsentScalarsStayEmpty) {
 TEST(ModelLoad, Errors) {
     expect_load_error<NotFoundError>(fixture("does_not_exist.pt"), "scripts/export_conceptclip.py");
     expect_load_error<NotFoundError>(FSTORE_MODEL_FIXTURES, "is a directory");
+    const std::filesystem::path loop = fixture("loop.pt");
+    std::filesystem::remove(loop);
+    std::filesystem::create_symlink(loop, loop);
+    expect_load_error<NotFoundError>(loop.string(), "loop of symbolic links");
+    std::filesystem::remove(loop);
     expect_load_error<ModelError>(fixture("not_zip.pt"), "not a zip file");
     expect_load_error<ModelError>(fixture("torch_save.pt"), "not a TorchScript archive");
     expect_load_error<ModelError>(fixture("no_config.pt"), "without fstore/config.json");
@@ -114,6 +120,7 @@ TEST(ModelLoad, Errors) {
     expect_load_error<ModelError>(fixture("wrong_tokens.pt"), "[2,20,32]");
     expect_load_error<ModelError>(fixture("frozen_batch.pt"), "batch dimension is fixed");
     expect_load_error<ModelError>(fixture("meta_output.pt"), "cannot be copied out");
+    expect_load_error<ModelError>(fixture("complex_output.pt"), "cls of type ComplexFloat");
     expect_load_error<ModelError>(fixture("stale_crc.pt"), "is corrupt");
     expect_load_error<ModelError>(fixture("no_encode_text.pt"), "no method encode_text");
     expect_load_error<ModelError>(fixture("unnormalized.pt"), "L2-normalized");

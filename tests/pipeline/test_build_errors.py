@@ -36,6 +36,10 @@ def main():
         p = t.run(t.build_cmd(h5, data, model=os.path.join(tmp, "nope.pt")), check_rc=NOT_FOUND)
         one_line_error(p, "nope.pt", "export_conceptclip.py")
         assert not os.path.exists(h5), "no store may be created when the model is missing"
+        loop = os.path.join(tmp, "loop.pt")
+        os.symlink(loop, loop)
+        p = t.run(t.build_cmd(h5, data, model=loop), check_rc=NOT_FOUND)
+        one_line_error(p, "loop.pt", "loop of symbolic links")
         # The model is checked before the data is fetched: a wrong --model fails at once,
         # not after a --download (which would fail here: the URL leads nowhere).
         p = t.run(t.build_cmd(h5, os.path.join(tmp, "no-data"), "--download", model=os.path.join(tmp, "nope.pt")),

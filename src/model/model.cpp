@@ -169,6 +169,14 @@ struct ClipModel::Impl {
             for (std::int64_t i = 0; i < t.dim(); ++i) s += (i ? "," : "") + std::to_string(t.size(i));
             return s + "]";
         };
+        // Complex values would lose their imaginary part in the copy, integers their meaning.
+        for (const auto* t : {&cls, &tokens}) {
+            if (!t->is_floating_point()) {
+                throw ModelError("'" + path + "': " + method + " returned " + (t == &cls ? "cls" : "tokens") +
+                                 " of type " + std::string(c10::toString(t->scalar_type())) +
+                                 ": the archive contract wants real floating-point embeddings; re-export the model");
+            }
+        }
         // A batch size other than the input's: a trace that froze the batch it was traced at.
         for (const auto* t : {&cls, &tokens}) {
             if (t->dim() >= 1 && t->size(0) != batch) {

@@ -138,6 +138,17 @@ name_ = "meta_output.pt"
 tiny_with(module=MetaOutput(mtm.build("tiny")[0]))
 
 
+class ComplexOutput(NoScalars):
+    @torch.jit.export
+    def encode_image(self, pixel_values: torch.Tensor):
+        pooled, tokens = self.vision(pixel_values)
+        return torch.nn.functional.normalize(pooled, dim=-1).to(torch.complex64), self.image_proj(tokens)
+
+
+name_ = "complex_output.pt"
+tiny_with(module=ComplexOutput(mtm.build("tiny")[0]))
+
+
 class NanOnBrightImages(NoScalars):
     """Passes the load-time probe, then returns NaN for an image brighter than it."""
 

@@ -124,6 +124,12 @@ private:
 // archive in error messages. Throws ModelError. Exposed for tests and tools.
 ModelConfig parse_model_config(const std::string& json_text, const std::string& origin);
 
+// The first step of ClipModel::load, without opening the archive: `path` is a readable
+// regular file. For callers that fail fast before slow work (build, before a --download).
+// Throws NotFoundError (missing, a directory, unreadable, a symbolic link loop) or
+// ModelError (a pipe, FIFO or device).
+void check_model_file(const std::string& path);
+
 // SHA-256 (hex) of a file's bytes. Throws NotFoundError.
 std::string file_sha256(const std::string& path);
 

@@ -21,6 +21,7 @@
 namespace fstore {
 namespace {
 
+
 const char* const export_hint =
     "export ConceptCLIP with scripts/export_conceptclip.py (see docs/model-format.md), "
     "or pass models/tiny.pt to try fstore";
@@ -192,9 +193,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     return c;
 }
 
-namespace detail {
-
-ModelConfig read_archive_config(const std::string& path) {
+void check_model_file(const std::string& path) {
     const std::string origin = fstore::quoted(path);
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) {
@@ -206,20 +205,25 @@ ModelConfig read_archive_config(const std::string& path) {
         throw ModelError("model archive " + origin + " is not a regular file (a pipe, FIFO or device): "
                          "a zip archive is read by seeking; save it to a file and pass that");
     }
-    {
-        std::ifstream probe(path, std::ios::binary);
-        if (!probe) {
-            const int access_error = ::access(path.c_str(), F_OK) == 0 ? 0 : errno;
-            if (access_error == ELOOP) {
-                throw NotFoundError("model archive " + origin + " is a loop of symbolic links: point the link at "
-                                    "the .pt file");
-            }
-            if (access_error == 0 || access_error == EACCES)
-                throw NotFoundError("model archive " + origin + " is not readable (permission denied): "
-                                    "check its permissions and those of its directories");
-            throw NotFoundError("model archive " + origin + " not found: " + export_hint);
-        }
+    if (std::ifstream(path, std::ios::binary)) return;
+    const int access_error = ::access(path.c_str(), F_OK) == 0 ? 0 : errno;
+    if (access_error == ELOOP) {
+        throw NotFoundError("model archive " + origin + " is a loop of symbolic links: point the link at the .pt file");
     }
+    if (access_error == 0 || access_error == EACCES) {
+        throw NotFoundError("model archive " + origin + " is not readable (permission denied): "
+                            "check its permissions and those of its directories");
+    }
+    throw NotFoundError("model archive " + origin + " not found: export ConceptCLIP with `/usr/bin/python3 "
+                        "scripts/export_conceptclip.py --out " + path + "` (docs/model-format.md) or pass "
+                        "--model PATH (tiny test models: models/tiny.pt)");
+}
+
+namespace detail {
+
+ModelConfig read_archive_config(const std::string& path) {
+    const std::string origin = fstore::quoted(path);
+    check_model_file(path);
     int err = 0;
     ZipHandle archive(zip_open(path.c_str(), ZIP_RDONLY, &err));
     if (!archive) {

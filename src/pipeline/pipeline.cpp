@@ -228,7 +228,6 @@ public:
     BuildSummary run();
 
 private:
-    void check_model_path() const;
     void open_model();
     void open_store();
     // `source`: the image data when the image stage runs (null otherwise).
@@ -279,7 +278,7 @@ BuildSummary BuildRun::run() {
     // Inputs before work: a missing model archive before a --download starts, the image
     // data (a missing or malformed .npz, CSV or folder) before the model loads, the store is
     // created and the text stage spends minutes.
-    check_model_path();
+    check_model_file(o_.model_path.string());
     std::unique_ptr<ImageSource> source;
     if (o_.run_image) source = open_source();
     open_model();
@@ -299,23 +298,6 @@ BuildSummary BuildRun::run() {
     summary_.total_rows = store_ ? store_->rows() : -1;  // stopped before the store was opened
     summary_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return std::move(summary_);
-}
-
-void BuildRun::check_model_path() const {
-    std::error_code ec;
-    if (!fs::exists(o_.model_path, ec)) {
-        if (ec == std::errc::too_many_symbolic_link_levels) {
-            throw NotFoundError("model archive " + quoted(o_.model_path) +
-                                " is a loop of symbolic links: point the link at the .pt file");
-        }
-        if (ec == std::errc::permission_denied)
-            throw NotFoundError("model archive " + quoted(o_.model_path) +
-                                " is not readable (permission denied): check the permissions of its directories");
-        throw NotFoundError("model archive " + quoted(o_.model_path) +
-                            " not found: export ConceptCLIP with `/usr/bin/python3 "
-                            "scripts/export_conceptclip.py --out " + o_.model_path.string() +
-                            "` or pass --model PATH (tiny test models: models/tiny.pt)");
-    }
 }
 
 void BuildRun::open_model() {

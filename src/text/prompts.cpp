@@ -56,6 +56,14 @@ std::vector<TemplateTexts> expand(const char* prefix, const std::vector<std::str
     return out;
 }
 
+// Concept templates first, then label templates.
+std::vector<TemplateTexts> expand_all(const PromptSet& prompts, FillTemplate fill) {
+    auto out = expand("concept", prompts.concept_templates, prompts.concept_texts, fill);
+    auto labels = expand("label", prompts.label_templates, prompts.label_texts, fill);
+    out.insert(out.end(), std::make_move_iterator(labels.begin()), std::make_move_iterator(labels.end()));
+    return out;
+}
+
 // An item as the prompt file spells it (a newline as \n), cut short when long, so that a
 // message about it stays one line.
 std::string shown_as_json(const std::string& item) {
@@ -217,13 +225,10 @@ bool is_prompt_template_id(const std::string& id) {
 }
 
 std::string fill_template(const std::string& template_text, const std::string& text) {
-    const auto pos = template_text.find("{}");
-    if (pos == std::string::npos) {
+    if (template_text.find("{}") == std::string::npos) {
         throw UsageError(fmt::format("template \"{}\" has no {{}} to put the text in: add one", template_text));
     }
-    std::string out = template_text;
-    out.replace(pos, 2, text);
-    return out;
+    return fill_template_as_stored(template_text, text);
 }
 
 std::vector<TemplateTexts> expand_concept_templates(const PromptSet& prompts) {
@@ -235,17 +240,11 @@ std::vector<TemplateTexts> expand_label_templates(const PromptSet& prompts) {
 }
 
 std::vector<TemplateTexts> expand_templates(const PromptSet& prompts) {
-    auto out = expand_concept_templates(prompts);
-    auto labels = expand_label_templates(prompts);
-    out.insert(out.end(), std::make_move_iterator(labels.begin()), std::make_move_iterator(labels.end()));
-    return out;
+    return expand_all(prompts, fill_template);
 }
 
 std::vector<TemplateTexts> expand_stored_templates(const PromptSet& prompts) {
-    auto out = expand("concept", prompts.concept_templates, prompts.concept_texts, fill_template_as_stored);
-    auto labels = expand("label", prompts.label_templates, prompts.label_texts, fill_template_as_stored);
-    out.insert(out.end(), std::make_move_iterator(labels.begin()), std::make_move_iterator(labels.end()));
-    return out;
+    return expand_all(prompts, fill_template_as_stored);
 }
 
 std::string prompt_set_hash(const PromptSet& prompts) {

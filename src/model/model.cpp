@@ -238,7 +238,7 @@ struct ClipModel::Impl {
     // refused before a row of the batch is written. A sum in double is finite exactly when
     // every value is, and costs one pass without a temporary.
     void check_finite(const char* method, const at::Tensor& cls, const at::Tensor& tokens) const {
-        const double total = cls.sum(at::kDouble).item<double>() + tokens.sum(at::kDouble).item<double>();
+        const double total = (cls.sum(at::kDouble) + tokens.sum(at::kDouble)).item<double>();  // one sync
         if (!std::isfinite(total)) {
             throw ModelError("'" + path + "': " + method + " returned NaN or infinite values" +
                              (cls.scalar_type() == at::kHalf ? " (or values beyond float16's range)" : "") +

@@ -24,12 +24,13 @@ def out(name):
     return os.path.join(out_dir, name)
 
 
-def tiny_with(config_edit=None, files=None, module=None, script=True):
+def tiny_with(name, config_edit=None, wrapper=None):
+    """Saves models/tiny.pt's model (seed 0) as `name`, its config through `config_edit`,
+    the module through `wrapper` (a class that takes the tiny module)."""
     m, config, tok_files = mtm.build("tiny", seed=0)
     if config_edit:
         config_edit(config)
-    mtm.save(module if module is not None else m, config, tok_files if files is None else files,
-             out(name_), script=script)
+    mtm.save(wrapper(m) if wrapper else m, config, tok_files, out(name))
 
 
 # Not a zip at all.
@@ -51,8 +52,8 @@ cases = {
     "bad_format.pt": lambda c: c.update({"format": "fstore-clip/9"}),
     "bad_tokenizer_file.pt": lambda c: c["tokenizer"].update({"file": "fstore/missing.txt"}),
 }
-for name_, edit in cases.items():
-    tiny_with(edit)
+for name, edit in cases.items():
+    tiny_with(name, edit)
 
 
 class ImageOnly(torch.nn.Module):
@@ -70,8 +71,7 @@ class ImageOnly(torch.nn.Module):
         return self.inner.encode_image(x)[0]
 
 
-name_ = "no_encode_text.pt"
-tiny_with(module=ImageOnly(mtm.build("tiny")[0]))
+tiny_with("no_encode_text.pt", wrapper=ImageOnly)
 
 
 class NoScalars(torch.nn.Module):
@@ -98,8 +98,7 @@ class NoScalars(torch.nn.Module):
         return self.encode_image(x)[0]
 
 
-name_ = "no_scalars.pt"
-tiny_with(module=NoScalars(mtm.build("tiny")[0]))
+tiny_with("no_scalars.pt", wrapper=NoScalars)
 
 
 class Unnormalized(NoScalars):
@@ -109,8 +108,7 @@ class Unnormalized(NoScalars):
         return pooled * 3.0, self.image_proj(tokens)
 
 
-name_ = "unnormalized.pt"
-tiny_with(module=Unnormalized(mtm.build("tiny")[0]))
+tiny_with("unnormalized.pt", wrapper=Unnormalized)
 
 class FrozenBatch(NoScalars):
     """What a trace at batch size 1 gives: one row whatever the batch."""
@@ -121,8 +119,7 @@ class FrozenBatch(NoScalars):
         return torch.nn.functional.normalize(pooled, dim=-1)[:1], self.image_proj(tokens)[:1]
 
 
-name_ = "frozen_batch.pt"
-tiny_with(module=FrozenBatch(mtm.build("tiny")[0]))
+tiny_with("frozen_batch.pt", wrapper=FrozenBatch)
 
 
 class MetaOutput(NoScalars):
@@ -134,8 +131,7 @@ class MetaOutput(NoScalars):
         return torch.empty([b, 32], device="meta"), torch.empty([b, 16, 32], device="meta")
 
 
-name_ = "meta_output.pt"
-tiny_with(module=MetaOutput(mtm.build("tiny")[0]))
+tiny_with("meta_output.pt", wrapper=MetaOutput)
 
 
 class ComplexOutput(NoScalars):
@@ -145,8 +141,7 @@ class ComplexOutput(NoScalars):
         return torch.nn.functional.normalize(pooled, dim=-1).to(torch.complex64), self.image_proj(tokens)
 
 
-name_ = "complex_output.pt"
-tiny_with(module=ComplexOutput(mtm.build("tiny")[0]))
+tiny_with("complex_output.pt", wrapper=ComplexOutput)
 
 
 class NanOnBrightImages(NoScalars):
@@ -161,17 +156,15 @@ class NanOnBrightImages(NoScalars):
         return torch.nn.functional.normalize(pooled, dim=-1), tokens
 
 
-name_ = "nan_bright.pt"
-tiny_with(module=NanOnBrightImages(mtm.build("tiny")[0]))
+tiny_with("nan_bright.pt", wrapper=NanOnBrightImages)
 
 # fstore/config.json edited in place after saving: its bytes no longer match the CRC that
 # the zip directory records for them.
-name_ = "stale_crc.pt"
-tiny_with()
-with zipfile.ZipFile(out(name_)) as z:
+tiny_with("stale_crc.pt")
+with zipfile.ZipFile(out("stale_crc.pt")) as z:
     info = next(i for i in z.infolist() if i.filename.endswith("/extra/fstore/config.json"))
     config_bytes = z.read(info.filename)
-with open(out(name_), "r+b") as f:
+with open(out("stale_crc.pt"), "r+b") as f:
     f.seek(info.header_offset + 26)
     name_len, extra_len = struct.unpack("<HH", f.read(4))
     at = info.header_offset + 30 + name_len + extra_len + config_bytes.index(b"0.5")
